@@ -1,0 +1,1 @@
+"""completion-handler: training.completed → evaluate against the champion, register in MLflow."""

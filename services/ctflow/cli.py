@@ -1,0 +1,206 @@
+"""The `ctflow` command: run the embedded stack, drop data, publish messages, read runs.
+
+Commands that act (drop, publish) go through the same ports the services use, so they
+work in either mode; commands that read go through the status API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+
+def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .settings import Settings
+
+    overrides: dict[str, Any] = {}
+    if getattr(args, "home", None):
+        overrides["home"] = Path(args.home).resolve()
+    if getattr(args, "bucket", None):
+        overrides["bucket"] = args.bucket
+    return Settings(**overrides)
+
+
+def _status_api(args: argparse.Namespace) -> str:
+    if args.api:
+        return args.api.rstrip("/")
+    settings = _settings(args)
+    endpoints = settings.home / "endpoints.json"
+    if not endpoints.exists():
+        sys.exit(f"ctflow: no running stack at {settings.home} (start one with `ctflow up`, or pass --api URL)")
+    return json.loads(endpoints.read_text())["status_api"].rstrip("/")
+
+
+def _get(url: str) -> Any:
+    import httpx
+
+    response = httpx.get(url, timeout=30)
+    if response.status_code == 404:
+        sys.exit(f"ctflow: {response.json().get('detail', 'not found')}")
+    response.raise_for_status()
+    return response.json()
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .embedded.stack import EmbeddedStack
+
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    with EmbeddedStack(_settings(args), port_base=args.port_base) as stack:
+        print(json.dumps(stack.endpoints(), indent=2), flush=True)
+        stop.wait()
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    return run_demo(_settings(args), timeout=args.timeout)
+
+
+def cmd_drop(args: argparse.Namespace) -> int:
+    from . import bootstrap
+    from .dataset_drop import drop_folder
+
+    deps = bootstrap.build(_settings(args))
+    spec = deps.pipelines.get(args.pipeline)
+    if spec is None:
+        sys.exit(f"ctflow: unknown pipeline {args.pipeline!r} (known: {', '.join(deps.pipelines.all())})")
+    try:
+        print(json.dumps(drop_folder(Path(args.path), spec, deps.blobs, args.version), indent=2))
+    except ValueError as exc:
+        sys.exit(f"ctflow: {exc}")
+    return 0
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from . import bootstrap
+    from .topology import HPARAMS_TOPIC
+
+    message: dict[str, Any] = {"pipeline": args.pipeline, "hyperparameters": json.loads(args.hparams)}
+    if args.sweep:
+        message["sweep"] = json.loads(args.sweep)
+    if args.dataset_version:
+        message["dataset_version"] = args.dataset_version
+    if args.reason:
+        message["reason"] = args.reason
+    deps = bootstrap.build(_settings(args))
+    message_id = deps.bus.publish(HPARAMS_TOPIC, json.dumps(message).encode(), {"ctflow-trigger": "cli"})
+    print(json.dumps({"message_id": message_id, "topic": HPARAMS_TOPIC, "message": message}, indent=2))
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from urllib.parse import urlencode
+
+    query = urlencode({k: v for k, v in {"pipeline": args.pipeline, "state": args.state}.items() if v})
+    rows = _get(f"{_status_api(args)}/runs?{query}")
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'RUN':<34} {'PIPELINE':<12} {'STATE':<12} {'TRIGGER':<10} {'DATASET':<22} CREATED")
+    for r in rows:
+        print(f"{r['run_id']:<34} {r['pipeline']:<12} {r['state']:<12} {r['trigger'].get('kind', ''):<10} "
+              f"{(r['dataset_version'] or '-'):<22} {r['created_at']}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    print(json.dumps(_get(f"{_status_api(args)}/runs/{args.run_id}"), indent=2))
+    return 0
+
+
+def cmd_dead_letters(args: argparse.Namespace) -> int:
+    print(json.dumps(_get(f"{_status_api(args)}/dead-letters"), indent=2))
+    return 0
+
+
+def cmd_sample_data(args: argparse.Namespace) -> int:
+    from .sample_data import write_digits_dataset
+
+    if args.name != "digits":
+        sys.exit(f"ctflow: no sample data named {args.name!r} (available: digits)")
+    print(write_digits_dataset(Path(args.dir)))
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from .ledger import Ledger
+
+    ledger = Ledger(_settings(args).ledger_url)
+    ledger.migrate()
+    print(f"ledger schema at {ledger.schema_revision()}")
+    return 0
+
+
+def cmd_schemas(args: argparse.Namespace) -> int:
+    from .schema_files import check_schema_files, write_schema_files
+
+    if args.write:
+        for path in write_schema_files(_settings(args).schemas_dir):
+            print(path)
+        return 0
+    stale = check_schema_files(_settings(args).schemas_dir)
+    for path in stale:
+        print(f"out of date: {path}", file=sys.stderr)
+    return 1 if stale else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ctflow", description="Continuous training for PyTorch models.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name: str, fn, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+        c = sub.add_parser(name, help=help, description=help)
+        c.add_argument("--home", default=os.environ.get("CTFLOW_HOME"), help="embedded state folder (default ~/.ctflow)")
+        c.set_defaults(fn=fn)
+        return c
+
+    c = command("up", cmd_up, "Start the embedded stack and write <home>/endpoints.json.")
+    c.add_argument("--port-base", type=int, help="first of six consecutive loopback ports (default: any free)")
+    c = command("demo", cmd_demo, "Run the whole loop on the bundled digits dataset.")
+    c.add_argument("--timeout", type=float, default=300)
+    c = command("drop", cmd_drop, "Upload a folder as a dataset version, commit marker last.")
+    c.add_argument("path")
+    c.add_argument("--pipeline", required=True)
+    c.add_argument("--version")
+    c.add_argument("--bucket", help="target bucket: a local folder (embedded) or a bucket name (gcp)")
+    c = command("publish", cmd_publish, "Publish a hyperparameter message.")
+    c.add_argument("--pipeline", required=True)
+    c.add_argument("--hparams", default="{}", help='JSON object, e.g. \'{"lr": 0.01}\'')
+    c.add_argument("--sweep", help='JSON object of lists, e.g. \'{"lr": [0.01, 0.001]}\'')
+    c.add_argument("--dataset-version")
+    c.add_argument("--reason")
+    for name, fn, help in (("runs", cmd_runs, "List runs."), ("run", cmd_run, "Show one run with its timeline."),
+                           ("dead-letters", cmd_dead_letters, "List dead letters.")):
+        c = command(name, fn, help)
+        c.add_argument("--api", help="status API URL (default: from <home>/endpoints.json)")
+        if name == "runs":
+            c.add_argument("--pipeline")
+            c.add_argument("--state")
+            c.add_argument("--json", action="store_true")
+        if name == "run":
+            c.add_argument("run_id")
+    c = command("sample-data", cmd_sample_data, "Write a bundled sample dataset version, ready for `ctflow drop`.")
+    c.add_argument("name")
+    c.add_argument("dir")
+    command("db-upgrade", cmd_db_upgrade, "Migrate the ledger database to the current schema.")
+    c = command("schemas", cmd_schemas, "Check (default) or --write schemas/ from the contracts.")
+    c.add_argument("--write", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.fn(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

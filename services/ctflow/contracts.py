@@ -1,0 +1,230 @@
+"""Public payload contracts: the pipeline spec, the hyperparameter message, every event's data.
+
+These models are the single source of truth; `ctflow schemas --write` renders them as
+the JSON Schemas under schemas/ (a test fails when those files fall behind), and the
+intake validates every inbound payload with them.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_NAME = r"^[a-z][a-z0-9-]{1,62}$"
+Name = Annotated[str, Field(pattern=_NAME)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- pipeline spec (deploy/pipelines/NAME.yaml) ------------------------------------------
+
+class DatasetSpec(Strict):
+    prefix: str = Field(description="Bucket prefix under which dataset versions land, ending in '/'.")
+    commit_marker: str = "_MANIFEST.json"
+    max_files: int = Field(1000, ge=1, le=10_000)
+    max_bytes: int = Field(512 * 1024**2, ge=1)
+
+    @field_validator("prefix")
+    @classmethod
+    def _confined(cls, v: str) -> str:
+        if not v.endswith("/") or v.startswith("/") or ".." in v.split("/") or "//" in v:
+            raise ValueError("prefix must be relative, end with '/', and contain no '..' or empty segments")
+        return v
+
+
+class HoldoutSpec(Strict):
+    uri: str = Field(description="Bucket object (or gs:// URI) of the pinned evaluation set.")
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+
+
+class MachineSpec(Strict):
+    type: str = "n1-standard-4"
+    accelerator_type: str | None = "NVIDIA_TESLA_T4"
+    accelerator_count: int = Field(1, ge=0, le=16)
+    spot: bool = False
+
+
+class TrainingSpec(Strict):
+    image: str
+    entrypoint: list[str] = Field(min_length=1)
+    machine: MachineSpec = MachineSpec()
+    timeout_seconds: int = Field(3600, ge=60, le=7 * 24 * 3600)
+    max_concurrent_runs: int = Field(1, ge=1, le=100)
+    max_sweep_points: int = Field(16, ge=1, le=64)
+    service_account: str | None = None
+
+
+class HyperparameterSpec(Strict):
+    defaults: dict[str, Any]
+    schema_: dict[str, Any] = Field(alias="schema", description="JSON Schema every training request must satisfy.")
+
+
+class Guard(Strict):
+    metric: str
+    max: float | None = None
+    min: float | None = None
+
+
+class EvaluationSpec(Strict):
+    primary_metric: str
+    direction: Literal["maximize", "minimize"] = "maximize"
+    min_value: float | None = None
+    min_improvement: float = 0.0
+    guards: list[Guard] = []
+
+
+class ServingSpec(Strict):
+    service: Name
+    canary_steps: list[Annotated[int, Field(ge=1, le=100)]] = Field([10, 50, 100], min_length=1)
+    analysis_interval_seconds: float = Field(30, gt=0)
+    max_error_rate: float = Field(0.02, ge=0, le=1)
+    max_p95_latency_ms: float = Field(250, gt=0)
+    min_requests: int = Field(50, ge=0)
+    synthetic_traffic: bool = True
+
+
+class ScheduleSpec(Strict):
+    name: Name
+    cron: str
+    time_zone: str = "Etc/UTC"
+    message: dict[str, Any]
+
+
+class PipelineSpec(Strict):
+    name: Name
+    description: str = ""
+    dataset: DatasetSpec
+    holdout: HoldoutSpec
+    training: TrainingSpec
+    hyperparameters: HyperparameterSpec
+    evaluation: EvaluationSpec
+    serving: ServingSpec
+    schedules: list[ScheduleSpec] = []
+
+
+# ---- hyperparameter message (Pub/Sub data) ---------------------------------------------
+
+class HyperparameterMessage(Strict):
+    pipeline: Name
+    hyperparameters: dict[str, Any] = {}
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
+        {}, description="Each key's list of values; the cartesian product becomes one run per point.")
+    dataset_version: str | None = Field(None, max_length=256)
+    reason: str | None = Field(None, max_length=1000)
+
+
+# ---- event payloads --------------------------------------------------------------------
+
+class DatasetFile(Strict):
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0)
+
+
+class DatasetRef(Strict):
+    version: str
+    uri: str = Field(description="Folder URI holding the version's files and marker.")
+    manifest_uri: str
+    manifest_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    generation: str
+    bucket: str
+    total_bytes: int = Field(ge=0)
+    files: list[DatasetFile]
+
+
+class DatasetArrived(Strict):
+    run_id: str
+    pipeline: Name
+    dataset: DatasetRef
+
+
+class TrainingRequested(Strict):
+    run_id: str
+    pipeline: Name
+    hyperparameters: dict[str, Any]
+    dataset: DatasetRef | None = None
+    sweep_point: int | None = None
+    reason: str | None = None
+
+
+class TrainingStarted(Strict):
+    run_id: str
+    pipeline: Name
+    job_id: str
+    backend: str
+
+
+class TrainingCompleted(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True)
+    run_id: str
+    pipeline: Name
+    status: Literal["succeeded", "failed"]
+    error: str | None = None
+    metrics: dict[str, float] = {}
+    mlflow_run_id: str | None = None
+    model_dir: str | None = None
+    artifact_uri: str | None = None
+    job_id: str | None = None
+
+
+class ModelRegistered(Strict):
+    run_id: str
+    pipeline: Name
+    model_name: str
+    model_version: str
+    metrics: dict[str, float]
+    champion_version: str | None = None
+
+
+class ModelRejected(Strict):
+    run_id: str
+    pipeline: Name
+    reasons: list[str] = Field(min_length=1)
+    metrics: dict[str, float] = {}
+    champion_version: str | None = None
+
+
+class RolloutChanged(Strict):
+    run_id: str
+    pipeline: Name
+    rollout_id: str
+    model_version: str
+    revision: str
+    traffic_percent: int = Field(ge=0, le=100)
+    reason: str | None = None
+
+
+EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
+    "ctflow.dataset.arrived.v1": DatasetArrived,
+    "ctflow.training.requested.v1": TrainingRequested,
+    "ctflow.training.started.v1": TrainingStarted,
+    "ctflow.training.completed.v1": TrainingCompleted,
+    "ctflow.model.registered.v1": ModelRegistered,
+    "ctflow.model.rejected.v1": ModelRejected,
+    "ctflow.rollout.started.v1": RolloutChanged,
+    "ctflow.rollout.advanced.v1": RolloutChanged,
+    "ctflow.rollout.promoted.v1": RolloutChanged,
+    "ctflow.rollout.rolled_back.v1": RolloutChanged,
+}
+
+DOCUMENTS: dict[str, type[BaseModel]] = {
+    "pipeline-spec": PipelineSpec,
+    "hyperparameter-message": HyperparameterMessage,
+    **{f"events/{name}": model for name, model in EVENT_PAYLOADS.items()},
+}
+
+
+def explain(exc: Exception) -> str:
+    """A pydantic ValidationError as one line a person can act on."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors):
+        return str(exc)
+    parts = []
+    for err in errors()[:5]:
+        where = ".".join(str(p) for p in err.get("loc", ())) or "(root)"
+        parts.append(f"{where}: {re.sub(r'^Value error, ', '', err.get('msg', ''))}")
+    return "; ".join(parts)

@@ -1,0 +1,138 @@
+"""Runs the whole system in one process: six services on loopback ports, the durable bus
+dispatcher, the bucket watcher and the reconcile timer.
+
+Services share one `Dependencies` (one ledger engine). `endpoints.json` in the home
+folder tells clients where everything is; it is removed on a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from .. import bootstrap, logs
+from ..deps import Dependencies
+from ..settings import Settings
+from ..topology import SERVICES
+from .dispatcher import Dispatcher
+from .watcher import BucketWatcher
+
+log = logging.getLogger(__name__)
+SERVICE_MODULES = {name: name.replace("-", "_") + ".app" for name in SERVICES}
+
+
+def bind_loopback(host: str, port: int = 0) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+class EmbeddedStack:
+    def __init__(self, settings: Settings, *, port_base: int | None = None,
+                 services: tuple[str, ...] = SERVICES) -> None:
+        self.settings = settings
+        self.services = [s for s in SERVICES if s in services]
+        self._sockets = {name: bind_loopback(settings.host, port_base + i if port_base else 0)
+                         for i, name in enumerate(self.services)}
+        self.urls = {name: f"http://{settings.host}:{sock.getsockname()[1]}/" for name, sock in self._sockets.items()}
+        self.settings.service_urls = dict(self.urls)
+        self.stop_event = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._servers: list[uvicorn.Server] = []
+        self._loop_thread: threading.Thread | None = None
+        self.deps: Dependencies | None = None
+        self.dispatcher: Dispatcher | None = None
+
+    @property
+    def endpoints_file(self) -> Path:
+        return self.settings.home / "endpoints.json"
+
+    def endpoints(self) -> dict[str, Any]:
+        return {
+            **{name.replace("-", "_"): url for name, url in self.urls.items()},
+            "mlflow": str(self.settings.home / "mlflow"),
+            "bucket": str(self.settings.bucket_dir),
+            "serving": {},
+        }
+
+    def start(self) -> None:
+        logs.configure("ctflow-embedded")
+        self.dispatcher = None
+        wake = threading.Event()
+        self.deps = deps = bootstrap.build(self.settings, on_publish=wake.set)
+        self.dispatcher = Dispatcher(deps.ledger, self.settings, self.urls)
+        self.dispatcher.wake = wake
+        reconcilers = []
+        for name in self.services:
+            module = importlib.import_module(SERVICE_MODULES[name])
+            app = module.create_app(deps_factory=lambda: deps)
+            reconcilers.extend(r for r in module.RECONCILERS if r not in reconcilers)
+            config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
+            self._servers.append(uvicorn.Server(config))
+        self._loop_thread = threading.Thread(target=self._serve_all, name="uvicorn", daemon=True)
+        self._loop_thread.start()
+        watcher = BucketWatcher(self.settings.bucket_dir, "local-bucket", deps.bus, self.settings.watch_interval_seconds)
+        self._spawn(self.dispatcher.run, "bus-dispatcher")
+        self._spawn(watcher.run, "bucket-watcher")
+        self._spawn(lambda stop: self._reconcile_loop(stop, reconcilers), "reconcile")
+        self._wait_healthy()
+        self.endpoints_file.write_text(json.dumps(self.endpoints(), indent=2))
+        log.info("embedded stack up", extra=logs.fields(endpoints=self.endpoints()))
+
+    def _spawn(self, target, name: str) -> None:  # type: ignore[no-untyped-def]
+        thread = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _serve_all(self) -> None:
+        async def main() -> None:
+            await asyncio.gather(*(server.serve(sockets=[self._sockets[name]])
+                                   for name, server in zip(self.services, self._servers, strict=True)))
+        asyncio.run(main())
+
+    def _wait_healthy(self, timeout: float = 30.0) -> None:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while not all(s.started for s in self._servers):
+            if time.monotonic() > deadline or not (self._loop_thread and self._loop_thread.is_alive()):
+                raise RuntimeError("embedded services did not start")
+            time.sleep(0.02)
+
+    def _reconcile_loop(self, stop: threading.Event, reconcilers: list) -> None:  # type: ignore[type-arg]
+        while not stop.wait(self.settings.reconcile_interval_seconds):
+            for step in reconcilers:
+                try:
+                    step(self.deps)
+                except Exception:  # noqa: BLE001 - next tick tries again
+                    log.exception("reconcile step %s failed", getattr(step, "__name__", step))
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        for server in self._servers:
+            server.should_exit = True
+        if self._loop_thread:
+            self._loop_thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
+        self.endpoints_file.unlink(missing_ok=True)
+        if self.deps:
+            self.deps.ledger.dispose()
+
+    def __enter__(self) -> EmbeddedStack:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

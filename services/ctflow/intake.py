@@ -1,0 +1,195 @@
+"""The one path every inbound event takes: decode, dedupe, handle, dead-letter, publish.
+
+- A duplicate (same consumer, source and id already in the inbox) is acknowledged with
+  no effect. Handlers add their own dedup keys (an object generation) the same way.
+- Permanently bad input raises `Rejected`: the handler's work is rolled back, and the
+  full request is stored as a dead letter with the reason; the sender gets a 2xx.
+- Any other exception is transient: nothing is committed, and the caller answers 5xx
+  so Pub/Sub retries.
+- The handler's state, inbox row and outgoing events commit together; the outbox is
+  published right after commit and again by reconcile until sent.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session
+
+from . import failpoints, logs
+from .codec import MalformedRequest, decode_request
+from .contracts import EVENT_PAYLOADS, explain
+from .deps import Dependencies
+from .events import Event, trace_id_of
+from .ledger import dead_letters, inbox, outbox, runs
+from .topology import EVENTS_TOPIC
+
+log = logging.getLogger(__name__)
+
+UNPARSED_SOURCE = "ctflow:unparsed-request"
+MAX_STORED_BODY = 32 * 1024 * 1024
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-serverless-authorization"})
+
+
+class Rejected(Exception):
+    """Permanently bad input; the message is the reason a person reads in the dead letter."""
+
+
+@dataclass
+class Outcome:
+    status: str  # processed | duplicate | ignored | rejected
+    detail: str = ""
+    run_ids: list[str] = field(default_factory=list)
+    dead_letter_id: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"status": self.status}
+        if self.detail:
+            body["detail"] = self.detail
+        if self.run_ids:
+            body["run_ids"] = self.run_ids
+        if self.dead_letter_id:
+            body["dead_letter_id"] = self.dead_letter_id
+        return body
+
+
+@dataclass
+class HandlerContext:
+    tx: Session
+    deps: Dependencies
+    service: str
+    event: Event
+    payload: BaseModel | None
+    run_ids: list[str] = field(default_factory=list)
+    outbox_ids: list[Any] = field(default_factory=list)
+
+    def emit(self, event: Event, topic: str = EVENTS_TOPIC) -> None:
+        """Queue an outgoing event in this transaction (validated against its schema)."""
+        model = EVENT_PAYLOADS.get(event.type)
+        if model is not None:
+            model.model_validate(event.data)  # a bug if this fails: let it surface
+        row = outbox.add(self.tx, topic, event)
+        self.tx.flush()
+        self.outbox_ids.append(row.id)
+        if event.subject:
+            runs.note_event(self.tx, event.subject, "emitted", event, self.service)
+
+    def touched(self, run_id: str) -> None:
+        if run_id not in self.run_ids:
+            self.run_ids.append(run_id)
+
+
+Handler = Callable[[HandlerContext], Outcome | None]
+
+
+def stored_request(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """The request as kept in a dead letter: everything but credentials."""
+    kept = body[:MAX_STORED_BODY]
+    try:
+        text, encoding = kept.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(kept).decode(), "base64"
+    return {
+        "headers": {k.lower(): v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS},
+        "body": text,
+        "encoding": encoding,
+        "size": len(body),
+        "truncated": len(kept) < len(body),
+    }
+
+
+def request_body(stored: Mapping[str, Any]) -> bytes:
+    raw = stored["body"]
+    return base64.b64decode(raw) if stored.get("encoding") == "base64" else raw.encode("utf-8")
+
+
+class Intake:
+    def __init__(self, service: str, handlers: Mapping[str, Handler], deps: Dependencies) -> None:
+        self.service = service
+        self.handlers = dict(handlers)
+        self.deps = deps
+
+    def receive(self, headers: Mapping[str, str], body: bytes, *, replay_of: str | None = None) -> Outcome:
+        request = stored_request(headers, body)
+        digest = hashlib.sha256(body).hexdigest()
+        limit = self.deps.settings.max_request_bytes
+        if len(body) > limit:
+            reason = f"request body is {len(body)} bytes, over the {limit}-byte limit"
+            return self._reject(UNPARSED_SOURCE, digest, None, reason, request, replay_of)
+        try:
+            event = decode_request(headers, body)
+        except MalformedRequest as exc:
+            return self._reject(UNPARSED_SOURCE, digest, None, str(exc), request, replay_of)
+        handler = self.handlers.get(event.type)
+        if handler is None:
+            handled = ", ".join(sorted(self.handlers)) or "nothing yet"
+            reason = f"{self.service} does not handle events of type {event.type!r}; it handles {handled}"
+            return self._reject(event.source, event.id, event.type, reason, request, replay_of)
+        run_id = event.subject if event.type.startswith("ctflow.") else None
+        with logs.bind(event_id=event.id, run_id=run_id, trace_id=trace_id_of(event.traceparent)):
+            try:
+                outcome, ctx = self._handle(event, handler, replay_of)
+            except Rejected as exc:
+                return self._reject(event.source, event.id, event.type, str(exc), request, replay_of)
+            if ctx is not None:
+                self._publish_after_commit(ctx.outbox_ids)
+            log.info("%s %s: %s", event.type, event.id, outcome.status, extra=logs.fields(**outcome.to_json()))
+            return outcome
+
+    def _handle(self, event: Event, handler: Handler, replay_of: str | None) -> tuple[Outcome, HandlerContext | None]:
+        with self.deps.ledger.transaction() as tx:
+            letter = self._reopen(tx, replay_of, event.source, event.id) if replay_of else None
+            if not inbox.claim_event(tx, self.service, event):
+                return Outcome("duplicate", f"event {event.id} from {event.source} was already received"), None
+            ctx = HandlerContext(tx, self.deps, self.service, event, self._payload(event))
+            outcome = handler(ctx) or Outcome("processed")
+            outcome.run_ids = outcome.run_ids or ctx.run_ids
+            if outcome.status != "processed":
+                inbox.set_outcome(tx, self.service, event.source, event.id, outcome.status)
+            if letter is not None:
+                letter.status, letter.replays = "replayed", letter.replays + 1
+        return outcome, ctx
+
+    def _payload(self, event: Event) -> BaseModel | None:
+        model = EVENT_PAYLOADS.get(event.type)
+        if model is None:
+            return None
+        try:
+            return model.model_validate(event.data)
+        except ValidationError as exc:
+            raise Rejected(f"{event.type} data does not match its schema: {explain(exc)}") from None
+
+    def _reopen(self, tx: Session, letter_id: str, source: str, event_id: str):  # type: ignore[no-untyped-def]
+        letter = dead_letters.get(tx, letter_id)
+        if letter is None or letter.consumer != self.service:
+            raise Rejected(f"dead letter {letter_id} does not exist for {self.service}")
+        inbox.release(tx, self.service, source, event_id)
+        return letter
+
+    def _reject(self, source: str, event_id: str, event_type: str | None, reason: str,
+                request: dict[str, Any], replay_of: str | None) -> Outcome:
+        with self.deps.ledger.transaction() as tx:
+            if replay_of and (letter := dead_letters.get(tx, replay_of)) is not None:
+                letter.reason, letter.replays = reason, letter.replays + 1
+                letter_id = letter.id
+            elif not inbox.claim(tx, self.service, source, event_id, event_type or "unknown", "rejected"):
+                return Outcome("duplicate", f"event {event_id} from {source} was already received")
+            else:
+                letter_id = dead_letters.add(tx, consumer=self.service, source=source, event_id=event_id,
+                                             event_type=event_type, reason=reason, request=request).id
+        log.warning("dead-lettered %s from %s: %s", event_id, source, reason,
+                    extra=logs.fields(dead_letter_id=letter_id))
+        return Outcome("rejected", reason, dead_letter_id=letter_id)
+
+    def _publish_after_commit(self, ids: list[int]) -> None:
+        failpoints.hit("after-commit")
+        try:
+            self.deps.relay.publish(ids)
+        except Exception:  # noqa: BLE001 - reconcile publishes what this could not
+            log.exception("publishing after commit failed; reconcile will retry")

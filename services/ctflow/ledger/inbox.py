@@ -1,0 +1,32 @@
+"""The inbox: claim an event for a consumer exactly once."""
+
+from __future__ import annotations
+
+from sqlalchemy import delete
+from sqlalchemy.orm import Session
+
+from ..events import Event
+from .sql import insert_ignore
+from .tables import InboxEntry
+
+
+def claim(session: Session, consumer: str, source: str, event_id: str, event_type: str, outcome: str) -> bool:
+    """Record the event; False when this consumer already has it (a duplicate)."""
+    values = dict(consumer=consumer, source=source, event_id=event_id, event_type=event_type, outcome=outcome)
+    return insert_ignore(session, InboxEntry, values) is not None
+
+
+def claim_event(session: Session, consumer: str, event: Event, outcome: str = "processed") -> bool:
+    return claim(session, consumer, event.source, event.id, event.type, outcome)
+
+
+def set_outcome(session: Session, consumer: str, source: str, event_id: str, outcome: str) -> None:
+    row = session.query(InboxEntry).filter_by(consumer=consumer, source=source, event_id=event_id).one()
+    row.outcome = outcome
+
+
+def release(session: Session, consumer: str, source: str, event_id: str) -> None:
+    """Forget a rejected event so a replay can process it afresh."""
+    session.execute(delete(InboxEntry).where(
+        InboxEntry.consumer == consumer, InboxEntry.source == source, InboxEntry.event_id == event_id
+    ))

@@ -1,0 +1,72 @@
+"""Structured JSON log lines that Cloud Logging understands (severity, trace, labels).
+
+One line per record on stderr. Context such as the run id and trace id is bound per
+request with `bind()`, so every line of one run joins the same Cloud Trace trace.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ctflow_log_context", default={})
+
+
+@contextmanager
+def bind(**fields: str | None) -> Iterator[None]:
+    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class CloudLoggingFormatter(logging.Formatter):
+    def __init__(self, project: str | None = None) -> None:
+        super().__init__()
+        self.project = project
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "severity": record.levelname if record.levelname != "WARN" else "WARNING",
+            "message": record.getMessage(),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "logger": record.name,
+        }
+        ctx = dict(_context.get())
+        trace_id = ctx.pop("trace_id", None)
+        if trace_id:
+            entry["logging.googleapis.com/trace"] = (
+                f"projects/{self.project}/traces/{trace_id}" if self.project else trace_id
+            )
+        entry.update(ctx)
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["stack_trace"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(service: str, project: str | None = None) -> None:
+    """Install the JSON handler on the root logger (idempotent)."""
+    root = logging.getLogger()
+    if any(isinstance(h.formatter, CloudLoggingFormatter) for h in root.handlers):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(CloudLoggingFormatter(project))
+    root.handlers = [handler]
+    root.setLevel(os.environ.get("CTFLOW_LOG_LEVEL", "INFO"))
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    _context.set({"service": service})
+
+
+def fields(**kv: object) -> dict[str, dict[str, object]]:
+    """`log.info("...", extra=fields(run_id=...))` adds structured fields to one line."""
+    return {"fields": kv}

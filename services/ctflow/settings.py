@@ -1,0 +1,83 @@
+"""Process settings, read once from the environment (prefix `CTFLOW_`) by the composition root.
+
+Validators refuse unsafe combinations: embedded mode binds loopback only, and gcp
+mode must name its project, bucket and the identities allowed to invoke services.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _default_home() -> Path:
+    return Path.home() / ".ctflow"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CTFLOW_", extra="ignore")
+
+    mode: Literal["embedded", "gcp"] = "embedded"
+    home: Path = Field(default_factory=_default_home)
+    database_url: str | None = None  # default: SQLite in <home>/ledger.db
+    pipelines_dir: Path = REPO_ROOT / "deploy" / "pipelines"
+    schemas_dir: Path = REPO_ROOT / "schemas"
+    service_name: str = "ctflow"
+    host: str = "127.0.0.1"
+
+    # Intake bounds.
+    max_request_bytes: int = 1024 * 1024
+    max_sweep_points: int = 64  # hard cap; a pipeline may set a lower one
+
+    # Embedded bus delivery.
+    bus_max_attempts: int = 5
+    bus_backoff_seconds: float = 0.5
+    bus_backoff_max_seconds: float = 30.0
+    bus_push_timeout_seconds: float = 30.0
+    reconcile_interval_seconds: float = 5.0
+    outbox_grace_seconds: float = 2.0
+    watch_interval_seconds: float = 0.2
+
+    # Where the status API sends dead-letter replays: {"dataset-listener": "http://..."}.
+    service_urls: dict[str, str] = Field(default_factory=dict)
+
+    # gcp mode.
+    gcp_project: str | None = None
+    gcp_region: str = "us-central1"
+    bucket: str | None = None  # gcp: bucket name; embedded: defaults to <home>/bucket
+    events_topic: str = "ctflow-events"
+    hparams_topic: str = "ctflow-hparams"
+    oidc_audience: str | None = None
+    allowed_invokers: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> Settings:
+        if self.mode == "embedded":
+            try:
+                loopback = ipaddress.ip_address(self.host).is_loopback
+            except ValueError:
+                loopback = self.host == "localhost"
+            if not loopback:
+                raise ValueError(f"embedded mode binds loopback only; CTFLOW_HOST={self.host!r} is not")
+        else:
+            missing = [n for n in ("gcp_project", "bucket", "database_url") if not getattr(self, n)]
+            if missing:
+                raise ValueError(f"gcp mode needs CTFLOW_{', CTFLOW_'.join(m.upper() for m in missing)}")
+            if not self.allowed_invokers:
+                raise ValueError("gcp mode needs CTFLOW_ALLOWED_INVOKERS (service accounts allowed to call)")
+        return self
+
+    @property
+    def ledger_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'ledger.db'}"
+
+    @property
+    def bucket_dir(self) -> Path:
+        """The embedded bucket: a local folder that stands in for the GCS bucket."""
+        return Path(self.bucket) if self.bucket else self.home / "bucket"

@@ -1,0 +1,43 @@
+"""Run states and the transitions allowed between them.
+
+A transition not listed here is refused, which fences late and duplicate events:
+a completion that arrives after a run already failed cannot move it again.
+"""
+
+from __future__ import annotations
+
+REQUESTED = "requested"
+QUEUED = "queued"
+TRAINING = "training"
+EVALUATING = "evaluating"
+REJECTED = "rejected"
+REGISTERED = "registered"
+ROLLING_OUT = "rolling_out"
+PROMOTED = "promoted"
+ROLLED_BACK = "rolled_back"
+FAILED = "failed"
+SUPERSEDED = "superseded"
+
+ALL = (REQUESTED, QUEUED, TRAINING, EVALUATING, REJECTED, REGISTERED, ROLLING_OUT, PROMOTED,
+       ROLLED_BACK, FAILED, SUPERSEDED)
+
+TRANSITIONS: dict[str, frozenset[str]] = {
+    REQUESTED: frozenset({QUEUED, TRAINING, SUPERSEDED, FAILED}),
+    QUEUED: frozenset({TRAINING, SUPERSEDED, FAILED}),
+    TRAINING: frozenset({EVALUATING, FAILED}),
+    EVALUATING: frozenset({REGISTERED, REJECTED, FAILED}),
+    REGISTERED: frozenset({ROLLING_OUT, FAILED}),
+    ROLLING_OUT: frozenset({PROMOTED, ROLLED_BACK, FAILED}),
+}
+TERMINAL = frozenset(s for s in ALL if s not in TRANSITIONS)
+
+
+class InvalidTransition(Exception):
+    def __init__(self, run_id: str, current: str, target: str) -> None:
+        super().__init__(f"run {run_id} cannot go from {current} to {target}")
+        self.current, self.target = current, target
+
+
+def check(run_id: str, current: str, target: str) -> None:
+    if target not in TRANSITIONS.get(current, frozenset()):
+        raise InvalidTransition(run_id, current, target)

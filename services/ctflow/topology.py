@@ -1,0 +1,49 @@
+"""Topics and subscriptions: who receives which event, in the one place that says so.
+
+The embedded bus routes by this table; deploy/terraform creates the same Pub/Sub
+subscriptions (filtered on the `ce-type` attribute) and the Eventarc trigger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from . import events  # noqa: F401 - used as subscriptions are added
+
+EVENTS_TOPIC = "ctflow-events"
+HPARAMS_TOPIC = "ctflow-hparams"
+STORAGE_TOPIC = "gcs-object-finalized"  # embedded stand-in for Eventarc's GCS source
+
+DATASET_LISTENER = "dataset-listener"
+HPARAM_CONSUMER = "hparam-consumer"
+JOB_LAUNCHER = "job-launcher"
+COMPLETION_HANDLER = "completion-handler"
+DEPLOYER = "deployer"
+STATUS_API = "status-api"
+SERVICES = (DATASET_LISTENER, HPARAM_CONSUMER, JOB_LAUNCHER, COMPLETION_HANDLER, DEPLOYER, STATUS_API)
+
+
+@dataclass(frozen=True)
+class Subscription:
+    name: str
+    topic: str
+    service: str
+    event_types: frozenset[str] | None = None  # None: every message on the topic
+    # "pubsub-push": Pub/Sub push envelope; "cloudevent": HTTP binary CloudEvent (Eventarc).
+    delivery: Literal["pubsub-push", "cloudevent"] = "pubsub-push"
+
+    def wants(self, attributes: dict[str, str]) -> bool:
+        return self.event_types is None or attributes.get("ce-type") in self.event_types
+
+
+SUBSCRIPTIONS = (
+    Subscription("dataset-listener-gcs", STORAGE_TOPIC, DATASET_LISTENER, delivery="cloudevent"),
+    Subscription("hparam-consumer-push", HPARAMS_TOPIC, HPARAM_CONSUMER),
+    # job-launcher (dataset.arrived, training.requested), completion-handler (training.completed)
+    # and deployer (model.registered) subscribe here as their handlers land.
+)
+
+
+def subscriptions_for(topic: str, attributes: dict[str, str]) -> list[Subscription]:
+    return [s for s in SUBSCRIPTIONS if s.topic == topic and s.wants(attributes)]

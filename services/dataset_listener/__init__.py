@@ -1,0 +1,1 @@
+"""dataset-listener: GCS object-finalized events → dataset versions → `dataset.arrived`."""

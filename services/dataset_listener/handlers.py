@@ -1,0 +1,83 @@
+"""A dataset version is complete when its commit marker lands; files before it do nothing.
+
+The marker must sit directly in `<prefix><version>/`. Its manifest is bounded, every
+path is confined to the version folder, and every file's size and sha256 are checked.
+A second event for the same object generation (any event id) is a duplicate.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from ctflow import events
+from ctflow.intake import HandlerContext, Outcome, Rejected
+from ctflow.ledger import datasets, runs
+from ctflow.manifest import ManifestError, parse_manifest, verify_files
+from ctflow.topology import DATASET_LISTENER
+
+_VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def on_object_finalized(ctx: HandlerContext) -> Outcome:
+    obj = _object(ctx.event.data)
+    name = obj["name"]
+    base = name.rsplit("/", 1)[-1]
+    spec = ctx.deps.pipelines.for_object(name)
+    marker = spec.dataset.commit_marker if spec else "_MANIFEST.json"
+    if base != marker:
+        return Outcome("ignored", f"{name!r} is not a commit marker; a version completes when its {marker} lands")
+    if spec is None:
+        prefixes = ", ".join(s.dataset.prefix for s in ctx.deps.pipelines.all().values()) or "none"
+        raise Rejected(f"no pipeline's dataset prefix holds {name!r} (known prefixes: {prefixes})")
+    prefix = spec.dataset.prefix
+    parts = name[len(prefix):].split("/")
+    if len(parts) != 2 or not _VERSION.match(parts[0]):
+        raise Rejected(f"commit marker {name!r} must sit directly in {prefix}<version>/ "
+                       "with a version of letters, digits, '.', '_' or '-'")
+    version, folder = parts[0], f"{prefix}{parts[0]}/"
+    blobs = ctx.deps.blobs
+    try:
+        raw = blobs.read_bytes(name, max_bytes=1024 * 1024)
+        manifest = parse_manifest(raw, max_files=spec.dataset.max_files)
+        if manifest.total_bytes > spec.dataset.max_bytes:
+            raise ManifestError(f"dataset is {manifest.total_bytes} bytes, over the pipeline's "
+                                f"limit of {spec.dataset.max_bytes}")
+        verify_files(manifest, lambda path: blobs.open(folder + path))
+    except FileNotFoundError:
+        raise Rejected(f"commit marker {name!r} no longer exists in bucket {obj['bucket']}") from None
+    except (ManifestError, ValueError) as exc:
+        raise Rejected(f"dataset {spec.name}/{version} is invalid: {exc}") from None
+
+    run_id = runs.run_id_for(spec.name, "dataset", obj["bucket"], name, obj["generation"])
+    recorded = datasets.record(
+        ctx.tx, pipeline=spec.name, version=version, bucket=obj["bucket"], object_name=name,
+        generation=obj["generation"], uri=blobs.uri(folder), manifest_sha256=manifest.sha256,
+        files=manifest.to_json(), total_bytes=manifest.total_bytes, run_id=run_id,
+    )
+    if recorded is None:
+        return Outcome("duplicate", f"generation {obj['generation']} of {name!r} was already recorded")
+    dataset = datasets.as_ref(datasets.latest(ctx.tx, spec.name, version))  # type: ignore[arg-type]
+    trigger = {"kind": "dataset", "event_id": ctx.event.id, "source": ctx.event.source, "object": name}
+    runs.create(ctx.tx, run_id=run_id, pipeline=spec.name, trigger=trigger, hyperparameters={},
+                service=DATASET_LISTENER, dataset_version=version, dataset=dataset)
+    runs.note_event(ctx.tx, run_id, "received", ctx.event, DATASET_LISTENER)
+    ctx.touched(run_id)
+    ctx.emit(events.run_event(events.DATASET_ARRIVED, DATASET_LISTENER, run_id,
+                              {"run_id": run_id, "pipeline": spec.name, "dataset": dataset}))
+    return Outcome("processed", f"dataset {spec.name}/{version} arrived")
+
+
+def _object(data: Any) -> dict[str, str]:
+    if not isinstance(data, dict) or not isinstance(data.get("name"), str) or not isinstance(data.get("bucket"), str):
+        raise Rejected('object-finalized event data must be an object with string "bucket" and "name"')
+    name = data["name"]
+    if name.startswith("/") or "\\" in name or any(seg in ("..", ".") for seg in name.split("/")):
+        raise Rejected(f"object name {name!r} is absolute or contains '..' or '.' segments")
+    generation = data.get("generation")
+    if generation in (None, ""):
+        raise Rejected(f"object-finalized event for {name!r} has no generation")
+    return {"name": name, "bucket": data["bucket"], "generation": str(generation)}
+
+
+HANDLERS = {events.GCS_OBJECT_FINALIZED: on_object_finalized}

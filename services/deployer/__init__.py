@@ -1,0 +1,1 @@
+"""deployer: model.registered → TorchServe revision with canary traffic."""

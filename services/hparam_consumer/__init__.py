@@ -1,0 +1,1 @@
+"""hparam-consumer: hyperparameter messages (Pub/Sub push, Eventarc, Cloud Scheduler) → `training.requested`."""

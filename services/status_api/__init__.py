@@ -1,0 +1,1 @@
+"""status-api: the read model of the ledger over HTTP, plus dead-letter replay."""

@@ -1,0 +1,62 @@
+"""Dead letters: what could not be processed and why; replay once the cause is fixed.
+
+Replay sends the stored request back to the service that rejected it, marked with the
+dead letter's id; that service reprocesses it through its normal intake.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import httpx
+from fastapi import APIRouter, HTTPException, Query
+
+from ctflow.intake import request_body
+from ctflow.ledger import dead_letters
+from ctflow.service import REPLAY_HEADER
+
+from .deps import DepsDep, SessionDep
+from .views import dead_letter
+
+router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
+
+
+@router.get("")
+def list_dead_letters(session: SessionDep, status: Literal["open", "replayed"] | None = None,
+                      consumer: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+    """Dead letters, newest first, with the reason each was rejected."""
+    return [dead_letter(d, with_request=False)
+            for d in dead_letters.listing(session, consumer=consumer, status=status, limit=limit)]
+
+
+@router.get("/{letter_id}")
+def get_dead_letter(letter_id: str, session: SessionDep) -> dict:
+    """One dead letter with the full request as it was received."""
+    letter = dead_letters.get(session, letter_id)
+    if letter is None:
+        raise HTTPException(404, f"no dead letter {letter_id!r}")
+    return dead_letter(letter, with_request=True)
+
+
+@router.post("/{letter_id}/replay")
+def replay(letter_id: str, deps: DepsDep) -> dict:
+    """Send the stored request to its service again; the answer says whether it now went through."""
+    with deps.ledger.transaction() as session:
+        letter = dead_letters.get(session, letter_id)
+        if letter is None:
+            raise HTTPException(404, f"no dead letter {letter_id!r}")
+        if letter.status != "open":
+            raise HTTPException(409, f"dead letter {letter_id} was already replayed")
+        consumer, request = letter.consumer, letter.request
+    url = deps.settings.service_urls.get(consumer)
+    if not url:
+        raise HTTPException(503, f"no URL configured for service {consumer!r} (CTFLOW_SERVICE_URLS)")
+    headers = {k: v for k, v in request["headers"].items() if k not in ("content-length", "host")}
+    headers.update({REPLAY_HEADER: letter_id, **deps.invoker_headers(url)})
+    try:
+        response = httpx.post(url.rstrip("/") + "/", content=request_body(request), headers=headers, timeout=60)
+    except httpx.HTTPError as exc:
+        raise HTTPException(502, f"{consumer} did not answer: {exc}") from None
+    if response.status_code >= 300:
+        raise HTTPException(502, f"{consumer} answered {response.status_code}: {response.text[:500]}")
+    return {"dead_letter_id": letter_id, "service": consumer, "result": response.json()}
