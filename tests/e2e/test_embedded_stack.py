@@ -1,0 +1,102 @@
+"""The embedded stack as a user runs it: `ctflow up`, `ctflow drop`, `ctflow publish`, the status API."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+def ctflow(home: Path, *args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+    return subprocess.run([sys.executable, "-m", "ctflow.cli", *args, "--home", str(home)],
+                          capture_output=True, text=True, check=True, timeout=120)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen]]:  # type: ignore[type-arg]
+    home = tmp_path / "home"
+    proc = subprocess.Popen([sys.executable, "-m", "ctflow.cli", "up", "--home", str(home)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CTFLOW_RECONCILE_INTERVAL_SECONDS": "1"})
+    endpoints = home / "endpoints.json"
+    wait_for(lambda: endpoints.exists() or proc.poll() is not None, timeout=60)
+    assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+    api = json.loads(endpoints.read_text())["status_api"].rstrip("/")
+    yield home, api, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_drop_and_sweep_become_runs_visible_in_the_status_api(stack, digits_folder):
+    """Drop → a requested run within 2 s with generation, manifest hash and timeline; a 3-point sweep → 3 runs."""
+    home, api, _ = stack
+    dropped = json.loads(ctflow(home, "drop", str(digits_folder), "--pipeline", "digits", "--version", "e1").stdout)
+    started = time.monotonic()
+    run = wait_for(lambda: next((r for r in httpx.get(f"{api}/runs").json() if r["dataset_version"] == "e1"), None),
+                   timeout=2.0, interval=0.02)
+    assert time.monotonic() - started < 2.0
+    detail = httpx.get(f"{api}/runs/{run['run_id']}").json()
+    assert detail["state"] == "requested"
+    assert detail["dataset"]["manifest_sha256"] == dropped["manifest_sha256"] and detail["dataset"]["generation"]
+    assert [t["name"] for t in detail["timeline"]][:2] == ["requested", "google.cloud.storage.object.v1.finalized"]
+
+    ctflow(home, "publish", "--pipeline", "digits", "--hparams", '{"epochs": 2}', "--sweep", '{"lr": [0.1, 0.01, 0.001]}')
+
+    def sweep_runs():  # type: ignore[no-untyped-def]
+        runs = [r for r in httpx.get(f"{api}/runs").json() if r["trigger"]["kind"] == "cli"]
+        return runs if len(runs) == 3 else None
+
+    swept = wait_for(sweep_runs, timeout=5)
+    assert len(swept) == 3 and all(r["state"] == "requested" for r in swept)
+    listing = ctflow(home, "runs", "--state", "requested").stdout
+    assert all(r["run_id"] in listing for r in swept)
+
+
+def test_dead_letter_is_visible_and_replays_through_the_status_api(stack, digits_folder):
+    """A dataset with a bad checksum is a dead letter; after the file is fixed, replay creates the run."""
+    home, api, _ = stack
+    version = home / "bucket/datasets/digits/bad1"
+    version.mkdir(parents=True)
+    good = (digits_folder / "train.npz").read_bytes()
+    (version / "train.npz").write_bytes(good[:-4] + b"oops")
+    (version / "_MANIFEST.json").write_bytes((digits_folder / "_MANIFEST.json").read_bytes())
+    letter = wait_for(lambda: next(iter(httpx.get(f"{api}/dead-letters", params={"status": "open"}).json()), None))
+    assert letter["consumer"] == "dataset-listener" and "sha256" in letter["reason"] and "train.npz" in letter["reason"]
+    assert httpx.get(f"{api}/dead-letters/{letter['id']}").json()["request"]["headers"]["ce-type"].endswith("finalized")
+
+    (version / "train.npz").write_bytes(good)
+    replay = httpx.post(f"{api}/dead-letters/{letter['id']}/replay", timeout=30)
+    assert replay.status_code == 200 and replay.json()["result"]["status"] == "processed"
+    assert httpx.post(f"{api}/dead-letters/{letter['id']}/replay").status_code == 409
+    assert any(r["dataset_version"] == "bad1" for r in httpx.get(f"{api}/runs").json())
+
+
+def test_sigterm_stops_cleanly_and_state_survives_restart(stack, digits_folder, tmp_path):
+    """SIGTERM exits 0 and removes endpoints.json; a new `ctflow up` on the same home shows the runs."""
+    home, api, proc = stack
+    ctflow(home, "drop", str(digits_folder), "--pipeline", "digits", "--version", "s1")
+    wait_for(lambda: httpx.get(f"{api}/runs").json())
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert not (home / "endpoints.json").exists()
+    again = subprocess.Popen([sys.executable, "-m", "ctflow.cli", "up", "--home", str(home)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (home / "endpoints.json").exists(), timeout=60)
+        api2 = json.loads((home / "endpoints.json").read_text())["status_api"].rstrip("/")
+        assert [r["dataset_version"] for r in httpx.get(f"{api2}/runs").json()] == ["s1"]
+    finally:
+        again.send_signal(signal.SIGINT)
+        assert again.wait(timeout=30) == 0
