@@ -1,0 +1,67 @@
+"""Small rules: sweep expansion, run state transitions, settings that refuse unsafe values, the catalog."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from pydantic import ValidationError
+
+from ctflow import states
+from ctflow.pipelines import PipelineCatalog, PipelineError
+from ctflow.settings import REPO_ROOT, Settings
+from hparam_consumer.sweeps import SweepTooLarge, expand
+
+
+def test_sweep_is_the_cartesian_product_in_stable_order():
+    """Keys sorted, values in the given order; no sweep means one point."""
+    assert expand({"lr": [1, 2], "epochs": [5, 6]}, cap=4) == [
+        {"epochs": 5, "lr": 1}, {"epochs": 5, "lr": 2}, {"epochs": 6, "lr": 1}, {"epochs": 6, "lr": 2}]
+    assert expand({}, cap=1) == [{}]
+
+
+def test_sweep_over_the_cap_is_refused_before_expansion():
+    """A huge sweep is refused by arithmetic, not by building it."""
+    with pytest.raises(SweepTooLarge, match="1000000 points"):
+        expand({f"k{i}": list(range(10)) for i in range(6)}, cap=64)
+
+
+def test_state_machine_fences_late_events():
+    """Terminal states accept nothing; skipping ahead is refused."""
+    states.check("r", states.REQUESTED, states.TRAINING)
+    for target in (states.REGISTERED, states.PROMOTED):
+        with pytest.raises(states.InvalidTransition):
+            states.check("r", states.REQUESTED, target)
+    for terminal in states.TERMINAL:
+        with pytest.raises(states.InvalidTransition):
+            states.check("r", terminal, states.TRAINING)
+
+
+def test_embedded_mode_binds_loopback_only():
+    """A non-loopback host in embedded mode is refused at start-up."""
+    with pytest.raises(ValidationError, match="loopback"):
+        Settings(host="0.0.0.0")
+
+
+def test_gcp_mode_requires_its_resources_and_invokers(monkeypatch):
+    """gcp mode without project, bucket, database or allowed invokers does not start."""
+    monkeypatch.delenv("CTFLOW_DATABASE_URL", raising=False)
+    with pytest.raises(ValidationError, match="CTFLOW_GCP_PROJECT"):
+        Settings(mode="gcp")
+    with pytest.raises(ValidationError, match="ALLOWED_INVOKERS"):
+        Settings(mode="gcp", gcp_project="p", bucket="b", database_url="postgresql://x/y", host="0.0.0.0")
+
+
+def test_catalog_reloads_changed_specs_and_reports_bad_ones(tmp_path):
+    """Editing a spec takes effect without restart; an invalid spec names its file and field."""
+    spec = (REPO_ROOT / "deploy/pipelines/digits.yaml").read_text()
+    (tmp_path / "digits.yaml").write_text(spec)
+    catalog = PipelineCatalog(tmp_path)
+    assert catalog.for_object("datasets/digits/v1/_MANIFEST.json").name == "digits"
+    assert catalog.for_object("datasets/other/v1/_MANIFEST.json") is None
+    (tmp_path / "digits.yaml").write_text(spec.replace("max_concurrent_runs: 1", "max_concurrent_runs: 2"))
+    os.utime(tmp_path / "digits.yaml", ns=(1, 10**18))
+    assert catalog.get("digits").training.max_concurrent_runs == 2
+    (tmp_path / "broken.yaml").write_text("name: Bad Name\n")
+    with pytest.raises(PipelineError, match="broken.yaml: name"):
+        catalog.all()
