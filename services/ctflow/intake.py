@@ -33,7 +33,7 @@ from .topology import EVENTS_TOPIC
 log = logging.getLogger(__name__)
 
 UNPARSED_SOURCE = "ctflow:unparsed-request"
-MAX_STORED_BODY = 32 * 1024 * 1024
+MAX_STORED_BODY = 32 * 1024 * 1024  # equals ctflow.service.MAX_BODY
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-serverless-authorization"})
 
 

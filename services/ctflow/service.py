@@ -1,15 +1,18 @@
 """Builds a service's FastAPI app: health, the CloudEvent/Pub/Sub endpoint at POST /, reconcile.
 
-Each service's app.py is a few lines: its name and its handlers. The HTTP plumbing,
-body limits, authentication and response codes live here once.
+Each service's app.py is a few lines: its name, where its handlers live, its routers.
+The HTTP plumbing, body limits, authentication and response codes live here once.
+Only FastAPI is imported on the start-up path; the ledger, handlers and adapters are
+built by the warm-up (ctflow.warmup), which requests await.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -17,29 +20,39 @@ from starlette.concurrency import run_in_threadpool
 
 from . import logs
 from .auth import Unauthorized
-from .deps import Dependencies
-from .intake import MAX_STORED_BODY, Handler, Intake
+from .warmup import Warmup
+
+if TYPE_CHECKING:
+    from .deps import Dependencies
+    from .intake import Intake
 
 log = logging.getLogger(__name__)
 REPLAY_HEADER = "ctflow-replay-of"
+MAX_BODY = 32 * 1024 * 1024  # what a dead letter keeps; Cloud Run caps requests at 32 MiB anyway
 
-DepsFactory = Callable[[], Dependencies]
-Reconciler = Callable[[Dependencies], dict]
+DepsFactory = Callable[[], "Dependencies"]
+Reconciler = Callable[["Dependencies"], dict]
 
 
 def relay_outbox(deps: Dependencies) -> dict:
+    from datetime import timedelta
+
     sent = deps.relay.publish(older_than=timedelta(seconds=deps.settings.outbox_grace_seconds))
     return {"outbox_published": sent}
 
 
-def _default_deps() -> Dependencies:
+def _load(ref: str) -> Any:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _build_default() -> Dependencies:
     from .bootstrap import build
 
     return build()
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body up to what a dead letter keeps; Cloud Run caps requests at 32 MiB anyway."""
+async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
@@ -48,61 +61,83 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def dependencies(request: Request) -> Dependencies:
+    """FastAPI dependency: the service's Dependencies, once warm-up has built them."""
+    deps, _ = await request.app.state.warmup.get()
+    return deps
+
+
 def create_service(
     name: str,
-    handlers: Mapping[str, Handler] | None = None,
+    handlers: str | Mapping[str, Any] | None = None,
     *,
     routers: Sequence[APIRouter] = (),
     reconcilers: Sequence[Reconciler] = (relay_outbox,),
     deps_factory: DepsFactory | None = None,
 ) -> FastAPI:
+    """`handlers` is a mapping of event type to handler, or "module:ATTRIBUTE" naming one."""
+
+    def warm(app: FastAPI) -> tuple[Dependencies, Intake | None]:
+        from .intake import Intake
+
+        deps = getattr(app.state, "deps", None) or (deps_factory or _build_default)()
+        app.state.deps = deps
+        table = _load(handlers) if isinstance(handlers, str) else handlers
+        return deps, (Intake(name, table, deps) if table is not None else None)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        deps = app.state.deps if getattr(app.state, "deps", None) else (deps_factory or _default_deps)()
-        logs.configure(name, deps.settings.gcp_project)
-        app.state.deps = deps
-        app.state.intake = Intake(name, handlers or {}, deps)
+        logs.configure(name)
+        app.state.warmup = Warmup(lambda: warm(app))
         yield
 
     app = FastAPI(title=f"ctflow {name}", lifespan=lifespan)
 
     @app.get("/healthz")
-    def healthz() -> dict:
-        """Liveness and readiness: the process is up and its lifespan has run."""
-        return {"status": "ok", "service": name}
+    def healthz(request: Request) -> dict:
+        """Liveness: the process answers. `ready` says whether warm-up has built the handlers."""
+        return {"status": "ok", "service": name, "ready": request.app.state.warmup.ready}
+
+    async def authorised(request: Request) -> tuple[Dependencies, Intake | None] | JSONResponse:
+        try:
+            deps, intake = await request.app.state.warmup.get()
+        except Exception:
+            log.exception("warm-up failed; asking the sender to retry")
+            return JSONResponse({"status": "retry", "detail": "service is not ready"}, status_code=503)
+        try:
+            deps.authenticate(request.headers)
+        except Unauthorized as exc:
+            return JSONResponse({"error": str(exc)}, status_code=401)
+        return deps, intake
 
     if handlers is not None:
         @app.post("/")
         async def receive(request: Request) -> JSONResponse:
             """Receive one CloudEvent (binary or structured) or Pub/Sub push message."""
-            deps: Dependencies = request.app.state.deps
+            ready = await authorised(request)
+            if isinstance(ready, JSONResponse):
+                return ready
+            _, intake = ready
+            body = await read_body(request)
             try:
-                deps.authenticate(request.headers)
-            except Unauthorized as exc:
-                return JSONResponse({"error": str(exc)}, status_code=401)
-            body = await read_body(request, MAX_STORED_BODY)
-            try:
-                outcome = await run_in_threadpool(
-                    request.app.state.intake.receive, dict(request.headers), body,
-                    replay_of=request.headers.get(REPLAY_HEADER),
-                )
+                outcome = await run_in_threadpool(intake.receive, dict(request.headers), body,  # type: ignore[union-attr]
+                                                  replay_of=request.headers.get(REPLAY_HEADER))
             except Exception:
                 log.exception("transient failure handling a delivery; asking the sender to retry")
                 return JSONResponse({"status": "retry"}, status_code=503)
             return JSONResponse(outcome.to_json())
 
     @app.post("/reconcile")
-    async def reconcile(request: Request) -> dict:
+    async def reconcile(request: Request) -> JSONResponse:
         """One reconcile tick for this service (Cloud Scheduler calls it every minute)."""
-        deps: Dependencies = request.app.state.deps
-        try:
-            deps.authenticate(request.headers)
-        except Unauthorized as exc:
-            return JSONResponse({"error": str(exc)}, status_code=401)  # type: ignore[return-value]
+        ready = await authorised(request)
+        if isinstance(ready, JSONResponse):
+            return ready
+        deps, _ = ready
         report: dict = {}
         for step in reconcilers:
             report.update(await run_in_threadpool(step, deps))
-        return report
+        return JSONResponse(report)
 
     for router in routers:
         app.include_router(router)

@@ -3,13 +3,11 @@
 from ctflow.service import DepsFactory, create_service, relay_outbox
 from ctflow.topology import HPARAM_CONSUMER
 
-from .handlers import HANDLERS
-
 RECONCILERS = (relay_outbox,)
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
-    return create_service(HPARAM_CONSUMER, HANDLERS, reconcilers=RECONCILERS, deps_factory=deps_factory)
+    return create_service(HPARAM_CONSUMER, "hparam_consumer.handlers:HANDLERS", reconcilers=RECONCILERS, deps_factory=deps_factory)
 
 
 app = create_app()

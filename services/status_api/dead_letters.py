@@ -8,49 +8,66 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-import httpx
 from fastapi import APIRouter, HTTPException, Query
+from starlette.concurrency import run_in_threadpool
 
-from ctflow.intake import request_body
-from ctflow.ledger import dead_letters
 from ctflow.service import REPLAY_HEADER
 
-from .deps import DepsDep, SessionDep
+from .deps import DepsDep
 from .views import dead_letter
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 
 
 @router.get("")
-def list_dead_letters(session: SessionDep, status: Literal["open", "replayed"] | None = None,
-                      consumer: str | None = None, limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+async def list_dead_letters(deps: DepsDep, status: Literal["open", "replayed"] | None = None,
+                            consumer: str | None = None,
+                            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
     """Dead letters, newest first, with the reason each was rejected."""
-    return [dead_letter(d, with_request=False)
-            for d in dead_letters.listing(session, consumer=consumer, status=status, limit=limit)]
+    from ctflow.ledger import dead_letters
+
+    def read() -> list[dict]:
+        with deps.ledger.transaction() as session:
+            return [dead_letter(d, with_request=False)
+                    for d in dead_letters.listing(session, consumer=consumer, status=status, limit=limit)]
+
+    return await run_in_threadpool(read)
 
 
 @router.get("/{letter_id}")
-def get_dead_letter(letter_id: str, session: SessionDep) -> dict:
+async def get_dead_letter(letter_id: str, deps: DepsDep) -> dict:
     """One dead letter with the full request as it was received."""
-    letter = dead_letters.get(session, letter_id)
-    if letter is None:
+    from ctflow.ledger import dead_letters
+
+    def read() -> dict | None:
+        with deps.ledger.transaction() as session:
+            letter = dead_letters.get(session, letter_id)
+            return dead_letter(letter, with_request=True) if letter else None
+
+    found = await run_in_threadpool(read)
+    if found is None:
         raise HTTPException(404, f"no dead letter {letter_id!r}")
-    return dead_letter(letter, with_request=True)
+    return found
 
 
 @router.post("/{letter_id}/replay")
-def replay(letter_id: str, deps: DepsDep) -> dict:
+async def replay(letter_id: str, deps: DepsDep) -> dict:
     """Send the stored request to its service again; the answer says whether it now went through."""
-    with deps.ledger.transaction() as session:
-        letter = dead_letters.get(session, letter_id)
-        if letter is None:
-            raise HTTPException(404, f"no dead letter {letter_id!r}")
-        if letter.status != "open":
-            raise HTTPException(409, f"dead letter {letter_id} was already replayed")
-        consumer, request = letter.consumer, letter.request
+    letter = await get_dead_letter(letter_id, deps)
+    if letter["status"] != "open":
+        raise HTTPException(409, f"dead letter {letter_id} was already replayed")
+    consumer, request = letter["consumer"], letter["request"]
     url = deps.settings.service_urls.get(consumer)
     if not url:
         raise HTTPException(503, f"no URL configured for service {consumer!r} (CTFLOW_SERVICE_URLS)")
+    return await run_in_threadpool(_resend, deps, url, letter_id, consumer, request)
+
+
+def _resend(deps, url: str, letter_id: str, consumer: str, request: dict) -> dict:  # type: ignore[no-untyped-def]
+    import httpx
+
+    from ctflow.intake import request_body
+
     headers = {k: v for k, v in request["headers"].items() if k not in ("content-length", "host")}
     headers.update({REPLAY_HEADER: letter_id, **deps.invoker_headers(url)})
     try:

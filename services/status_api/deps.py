@@ -1,24 +1,14 @@
-"""Request-scoped dependencies for the status API routes."""
+"""Request-scoped dependencies for the status API routes (built by the service warm-up)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from fastapi import Depends
 
-from ctflow.deps import Dependencies
+from ctflow.service import dependencies
 
+if TYPE_CHECKING:
+    from ctflow.deps import Dependencies
 
-def get_deps(request: Request) -> Dependencies:
-    return request.app.state.deps
-
-
-def get_session(deps: Annotated[Dependencies, Depends(get_deps)]) -> Iterator[Session]:
-    with deps.ledger.transaction() as session:
-        yield session
-
-
-DepsDep = Annotated[Dependencies, Depends(get_deps)]
-SessionDep = Annotated[Session, Depends(get_session)]
+DepsDep = Annotated["Dependencies", Depends(dependencies)]

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from starlette.concurrency import run_in_threadpool
 
 from ctflow import states
-from ctflow.ledger import runs
 
-from .deps import SessionDep
+from .deps import DepsDep
 from .views import run_detail, run_summary
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -17,17 +17,29 @@ RunState = Literal[states.ALL]  # type: ignore[valid-type]
 
 
 @router.get("")
-def list_runs(session: SessionDep, pipeline: str | None = None,
-              state: RunState | None = None,
-              limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+async def list_runs(deps: DepsDep, pipeline: str | None = None, state: RunState | None = None,
+                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
     """Runs, newest first, optionally filtered by pipeline and state."""
-    return [run_summary(r) for r in runs.listing(session, pipeline=pipeline, state=state, limit=limit)]
+    from ctflow.ledger import runs
+
+    def read() -> list[dict]:
+        with deps.ledger.transaction() as session:
+            return [run_summary(r) for r in runs.listing(session, pipeline=pipeline, state=state, limit=limit)]
+
+    return await run_in_threadpool(read)
 
 
 @router.get("/{run_id}")
-def get_run(run_id: str, session: SessionDep) -> dict:
+async def get_run(run_id: str, deps: DepsDep) -> dict:
     """One run: state, trigger, dataset, hyperparameters, job, model and the full event timeline."""
-    run = runs.get(session, run_id)
-    if run is None:
+    from ctflow.ledger import runs
+
+    def read() -> dict | None:
+        with deps.ledger.transaction() as session:
+            run = runs.get(session, run_id)
+            return run_detail(run, runs.timeline(session, run_id)) if run else None
+
+    found = await run_in_threadpool(read)
+    if found is None:
         raise HTTPException(404, f"no run {run_id!r}")
-    return run_detail(run, runs.timeline(session, run_id))
+    return found

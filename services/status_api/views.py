@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ctflow.ledger.tables import DeadLetter, Run, TimelineEntry
+if TYPE_CHECKING:
+    from ctflow.ledger.tables import DeadLetter, Run, TimelineEntry
 
 
 def run_summary(run: Run) -> dict[str, Any]:
