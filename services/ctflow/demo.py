@@ -32,6 +32,8 @@ def run_demo(settings: Settings, *, timeout: float = 300) -> int:
     with EmbeddedStack(settings) as stack:
         api = stack.urls["status-api"].rstrip("/")
         _say(f"stack up; state in {settings.home}; status API at {api}")
+        _say(f"this build runs the loop up to a run in state {'/'.join(GOAL_STATES)}: "
+             "training, registration and serving are not built yet")
         spec = stack.deps.pipelines.get("digits")  # type: ignore[union-attr]
         assert spec is not None, "the bundled digits pipeline is missing"
         with tempfile.TemporaryDirectory() as tmp:
