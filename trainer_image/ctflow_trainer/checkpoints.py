@@ -5,8 +5,8 @@ numbers, loaded with `weights_only=True`) holding the trainer's full state, the 
 run id and the job's identity (run id, hyperparameters, manifest digest); the newest
 two are kept. Writes are atomic, and a checkpoint that fails to load is skipped for
 the one before it. A checkpoint is written after every epoch unless epochs are so
-short that writing would cost more than `budget` of the training time (tiny CPU
-runs); then every few epochs. The last epoch is always written.
+short that writing would cost more than `budget` (1%) of the training time (tiny
+CPU runs); then every few epochs. The last epoch is always written.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import io
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -32,7 +33,7 @@ def checkpoint_name(epoch: int) -> str:
 
 
 class Checkpointer:
-    def __init__(self, dir_uri: str | None, identity: dict[str, Any], *, budget: float = 0.03) -> None:
+    def __init__(self, dir_uri: str | None, identity: dict[str, Any], *, budget: float = 0.01) -> None:
         self.dir_uri, self.identity, self.budget = dir_uri, identity, budget
         self._known: dict[int, str] = {}
         self._last_cost: float | None = None
@@ -61,9 +62,12 @@ class Checkpointer:
             return state
         return None
 
-    def maybe_save(self, epoch: int, trainer_state: dict[str, Any], mlflow_run_id: str | None,
+    def maybe_save(self, epoch: int, trainer_state: Callable[[], dict[str, Any]], mlflow_run_id: str | None,
                    *, force: bool = False) -> bool:
-        """Write a checkpoint for `epoch` unless it is too soon for the time budget; True if written."""
+        """Write a checkpoint for `epoch` unless it is too soon for the time budget; True if written.
+
+        `trainer_state` is called only when a checkpoint is written (gathering it costs too).
+        """
         if not self.dir_uri:
             return False
         started = time.perf_counter()
@@ -71,7 +75,7 @@ class Checkpointer:
             return False
         buffer = io.BytesIO()
         torch.save({"identity": self.identity, "mlflow_run_id": mlflow_run_id, "epoch": epoch,
-                    "trainer": trainer_state}, buffer)
+                    "trainer": trainer_state()}, buffer)
         name = checkpoint_name(epoch)
         uris.write_bytes(uris.join(self.dir_uri, name), buffer.getvalue())
         self._known[epoch] = name

@@ -1,0 +1,1 @@
+"""Tests of the training container (trainer_image/ctflow_trainer)."""

@@ -1,0 +1,64 @@
+"""JSON log lines on stderr, one object per line, as Cloud Logging reads them.
+
+Every line has `severity`, `message`, `run_id` and `time`; fields passed as
+`extra={"fields": {...}}` are merged in. Libraries that log (mlflow, urllib3, Python
+warnings) go through the same handler so stderr stays parseable line by line.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import TextIO
+
+LOGGER_NAME = "ctflow_trainer"
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, run_id: str | None) -> None:
+        super().__init__()
+        self.run_id = run_id
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {
+            "severity": record.levelname if record.levelname != "WARN" else "WARNING",
+            "message": record.getMessage(),
+            "run_id": self.run_id,
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "logger": record.name,
+        }
+        entry.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+class _JsonHandler(logging.StreamHandler):
+    """Marker class, so configuring twice (tests run jobs in-process) replaces, not stacks."""
+
+
+def configure_logging(run_id: str | None, stream: TextIO | None = None) -> logging.Logger:
+    """Send this package's INFO+ and everyone else's WARNING+ to stderr as JSON lines."""
+    handler = _JsonHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter(run_id))
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if isinstance(h, _JsonHandler)]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    if root.level > logging.WARNING or root.level == logging.NOTSET:
+        root.setLevel(logging.WARNING)
+    logging.captureWarnings(True)
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def adopt_library_logger(name: str, level: int = logging.WARNING) -> None:
+    """Make a library logger that installed its own plain-text handler (mlflow) log through ours."""
+    library = logging.getLogger(name)
+    for handler in list(library.handlers):
+        library.removeHandler(handler)
+    library.setLevel(level)
+    library.propagate = True

@@ -1,0 +1,133 @@
+"""The completion report: one `ctflow.training.completed.v1` CloudEvent per job, success or not.
+
+The event id is `training-completed-<run_id>`, so redeliveries and re-reports of the
+same run deduplicate downstream. It is always written as `completion.json`
+(structured-mode CloudEvent JSON) next to the model, then delivered by
+`CTFLOW_REPORT_URI`: `http(s)://` -> POST in CloudEvents HTTP binary mode, retried
+with backoff on 5xx, 408, 429 and connection errors for up to ~30 s;
+`pubsub://projects/P/topics/T` -> Pub/Sub publish with `ce-*` attributes (the
+CloudEvents Pub/Sub binding). A report that cannot be delivered is logged, never
+raised: the job's exit code reflects training, and reconcile reads completion.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+log = logging.getLogger("ctflow_trainer")
+EVENT_TYPE = "ctflow.training.completed.v1"
+EVENT_SOURCE = "//ctflow/trainer"
+COMPLETION_FILE = "completion.json"
+_RETRYABLE_STATUS = {408, 429}
+# CloudEvents HTTP binding 3.1.3.2: printable ASCII except space, '"' and '%' go as is.
+_HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+
+
+@dataclass(frozen=True)
+class CompletionEvent:
+    attributes: dict[str, str]  # specversion, id, source, type, subject, time, datacontenttype[, traceparent]
+    data: dict[str, Any]
+
+    def structured(self) -> bytes:
+        """The event as structured-mode JSON (the completion.json format)."""
+        return (json.dumps({**self.attributes, "data": self.data}, indent=2, sort_keys=True) + "\n").encode()
+
+    def body(self) -> bytes:
+        return json.dumps(self.data, sort_keys=True).encode()
+
+    def http_headers(self) -> dict[str, str]:
+        """Binary-mode headers: `ce-<attribute>` for each attribute, Content-Type for the data."""
+        headers = {f"ce-{k}": quote(v, safe=_HEADER_SAFE) for k, v in self.attributes.items()
+                   if k != "datacontenttype"}
+        headers["content-type"] = self.attributes["datacontenttype"]
+        return headers
+
+    def pubsub_attributes(self) -> dict[str, str]:
+        attributes = {f"ce-{k}": v for k, v in self.attributes.items() if k != "datacontenttype"}
+        attributes["content-type"] = self.attributes["datacontenttype"]
+        return attributes
+
+
+def build_event(data: dict[str, Any], *, traceparent: str | None, now: datetime | None = None) -> CompletionEvent:
+    run_id = data["run_id"]
+    stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
+    attributes = {
+        "specversion": "1.0",
+        "id": f"training-completed-{run_id}",
+        "source": EVENT_SOURCE,
+        "type": EVENT_TYPE,
+        "subject": run_id,
+        "time": stamp.replace("+00:00", "Z"),
+        "datacontenttype": "application/json",
+    }
+    if traceparent:
+        attributes["traceparent"] = traceparent
+    return CompletionEvent(attributes, data)
+
+
+def deliver(event: CompletionEvent, report_uri: str | None, *, deadline_seconds: float = 30.0,
+            sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
+            publisher: Any = None) -> bool:
+    """Send the event where `report_uri` says; True when delivered (or nowhere to send)."""
+    if not report_uri:
+        return True
+    try:
+        if report_uri.startswith(("http://", "https://")):
+            return _post(event, report_uri, deadline_seconds, sleep, clock)
+        if report_uri.startswith("pubsub://"):
+            return _publish(event, report_uri[len("pubsub://"):], deadline_seconds, publisher)
+        log.error("CTFLOW_REPORT_URI %r has an unsupported scheme; the report stays in %s",
+                  report_uri, COMPLETION_FILE)
+    except Exception:
+        log.exception("delivering the completion report to %s failed", report_uri)
+    return False
+
+
+def _post(event: CompletionEvent, url: str, deadline_seconds: float, sleep: Callable[[float], None],
+          clock: Callable[[], float]) -> bool:
+    import httpx
+
+    give_up_at = clock() + deadline_seconds
+    delay, attempt = 0.5, 0
+    while True:
+        attempt += 1
+        remaining = give_up_at - clock()
+        try:
+            response = httpx.post(url, content=event.body(), headers=event.http_headers(),
+                                  timeout=max(1.0, min(10.0, remaining)))
+            if response.is_success:
+                log.info("completion report delivered", extra={"fields": {"url": url, "attempt": attempt}})
+                return True
+            if response.status_code < 500 and response.status_code not in _RETRYABLE_STATUS:
+                log.error("completion report refused with HTTP %s: %s", response.status_code, response.text[:500])
+                return False
+            reason = f"HTTP {response.status_code}"
+        except httpx.TransportError as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+        if clock() + delay > give_up_at:
+            log.error("giving up on the completion report after %d attempts (%s)", attempt, reason)
+            return False
+        log.warning("completion report attempt %d failed (%s); retrying in %.1fs", attempt, reason, delay)
+        sleep(delay)
+        delay = min(delay * 2, 8.0)
+
+
+def _publish(event: CompletionEvent, topic: str, deadline_seconds: float, publisher: Any) -> bool:
+    parts = topic.split("/")
+    if len(parts) != 4 or parts[0] != "projects" or parts[2] != "topics" or not all(parts):
+        raise ValueError(f"pubsub report URI must be pubsub://projects/P/topics/T, got pubsub://{topic}")
+    if publisher is None:
+        from google.cloud import pubsub_v1  # only jobs that report to Pub/Sub pay for this import
+
+        publisher = pubsub_v1.PublisherClient()
+    future = publisher.publish(topic, event.body(), **event.pubsub_attributes())
+    message_id = future.result(timeout=deadline_seconds)
+    log.info("completion report published", extra={"fields": {"topic": topic, "message_id": message_id}})
+    return True

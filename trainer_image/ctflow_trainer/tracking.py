@@ -1,0 +1,177 @@
+"""MLflow bookkeeping for one job: one run per ctflow run id, resumed across restarts.
+
+The run is found before it is created (checkpoint, then `MLFLOW_RUN_ID` from MLflow
+Projects, then a RUNNING run tagged with the ctflow run id), so a restarted job keeps
+logging into the same run. Per-epoch metrics are buffered and sent with `log_batch`
+at most every few seconds and at the end, asynchronously (`synchronous=False`): the
+loop only hands the batch over, MLflow writes it on its own thread, and `finish`
+waits for every write before closing the run. On resume, epochs MLflow already has
+are not sent again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+from ctflow_trainer.config import JobConfig
+from ctflow_trainer.logs import adopt_library_logger
+
+log = logging.getLogger("ctflow_trainer")
+CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
+MODEL_ARTIFACT_PATH = "model"
+MLFLOW_MODEL_NAME = "mlflow_model"
+DIGEST_LIMIT = 36  # MLflow stores dataset digests in a 36-character column
+
+
+class Tracker:
+    def __init__(self, cfg: JobConfig, *, min_flush_seconds: float = 5.0, budget: float = 0.02) -> None:
+        import mlflow
+        from mlflow import MlflowClient
+
+        adopt_library_logger("mlflow")
+        self._mlflow = mlflow
+        self.cfg = cfg
+        self.client = MlflowClient(tracking_uri=cfg.tracking_uri)
+        self.run_id: str | None = None
+        self.artifact_uri: str | None = None
+        self._pending: list[Any] = []
+        self._writes: list[Any] = []  # RunOperations of asynchronous log_batch calls
+        self._logged_through = 0  # highest epoch MLflow already has
+        self._min_flush, self._budget = min_flush_seconds, budget
+        self._last_flush, self._flush_cost = time.perf_counter(), 0.0
+
+    def tags(self, manifest_sha256: str) -> dict[str, str]:
+        c = self.cfg
+        values = {"run_id": c.run_id, "pipeline": c.pipeline, "trigger_event_id": c.trigger_event_id,
+                  "git_sha": c.git_sha, "image_digest": c.image_digest, "job_id": c.job_id,
+                  "dataset_uri": c.dataset_uri, "manifest_sha256": manifest_sha256}
+        return {f"ctflow.{k}": v for k, v in values.items() if v is not None}
+
+    def start(self, resume_run_id: str | None, dataset: Any) -> str:
+        """Open (or reopen) the run; log params, tags and the dataset input. Returns the run id."""
+        from mlflow.entities import Param, RunTag
+
+        tags = self.tags(dataset.manifest.sha256)
+        run_id = resume_run_id or self.cfg.mlflow_run_id or self._find_running_run()
+        if run_id is None:
+            experiment_id = self._experiment_id()
+            run_id = self.client.create_run(experiment_id, tags=tags, run_name=self.cfg.run_id).info.run_id
+        else:
+            self._logged_through = max((m.step for m in self.client.get_metric_history(run_id, "val_loss")),
+                                       default=0)
+        self.run_id = run_id
+        self.artifact_uri = self.client.get_run(run_id).info.artifact_uri
+        params = [Param(k, str(v)) for k, v in self.cfg.hyperparameters.as_dict().items()]
+        self.client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
+        self._log_dataset(dataset)
+        return run_id
+
+    def _experiment_id(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        name = self.cfg.experiment_name
+        if (experiment := self.client.get_experiment_by_name(name)) is not None:
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(name)
+        except MlflowException:  # another job created it first
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            return experiment.experiment_id
+
+    def _find_running_run(self) -> str | None:
+        experiment = self.client.get_experiment_by_name(self.cfg.experiment_name)
+        if experiment is None or "'" in self.cfg.run_id:
+            return None
+        runs = self.client.search_runs(
+            [experiment.experiment_id], max_results=1,
+            filter_string=f"tags.`ctflow.run_id` = '{self.cfg.run_id}' and attributes.status = 'RUNNING'")
+        return runs[0].info.run_id if runs else None
+
+    def _log_dataset(self, dataset: Any) -> None:
+        import mlflow.data
+        from mlflow.entities import DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        with warnings.catch_warnings():  # "file://" resolves two equivalent ways; either is right
+            warnings.simplefilter("ignore", UserWarning)
+            numpy_dataset = mlflow.data.from_numpy(
+                dataset.x, targets=dataset.y, source=self.cfg.dataset_uri, name=self.cfg.pipeline,
+                digest=dataset.manifest.sha256[:DIGEST_LIMIT])
+        # `_to_mlflow_entity` is what mlflow.log_input uses; the fluent API would need an active run.
+        entity = DatasetInput(numpy_dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+        self.client.log_inputs(self.run_id, datasets=[entity])
+
+    def record_epoch(self, metrics: dict[str, float], *, force_flush: bool = False) -> None:
+        """Queue one epoch's curves; send the queue if it is due (or forced)."""
+        from mlflow.entities import Metric
+
+        epoch = int(metrics["epoch"])
+        if epoch > self._logged_through:
+            stamp = int(time.time() * 1000)
+            self._pending.extend(Metric(k, float(metrics[k]), stamp, epoch) for k in CURVES)
+        now = time.perf_counter()
+        if force_flush or now - self._last_flush >= max(self._min_flush, self._flush_cost / self._budget):
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the queued metrics to MLflow's writer thread (see `wait`)."""
+        if self._pending and self.run_id:
+            started = time.perf_counter()
+            self._writes.append(self.client.log_batch(self.run_id, metrics=self._pending, synchronous=False))
+            self._logged_through = max(m.step for m in self._pending)
+            self._pending = []
+            self._flush_cost = time.perf_counter() - started
+        self._last_flush = time.perf_counter()
+
+    def wait(self) -> None:
+        """Block until every asynchronous write is stored; raises if one failed."""
+        writes, self._writes = self._writes, []
+        for operation in writes:
+            operation.wait()
+
+    def log_model_files(self, local_dir: Path) -> str:
+        """Upload the exported files under `model/`; returns that folder's artifact URI."""
+        self.client.log_artifacts(self.run_id, str(local_dir), MODEL_ARTIFACT_PATH)
+        return f"{self.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
+
+    def log_mlflow_model(self, scripted: Any, example: Any, num_classes: int) -> str:
+        """Log the TorchScript model as an MLflow model with signature and input example."""
+        import mlflow.pytorch
+        import numpy as np
+        import torch
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]))
+        if self.cfg.tracking_uri:
+            self._mlflow.set_tracking_uri(self.cfg.tracking_uri)  # the fluent API reads the global
+        requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
+        with self._mlflow.start_run(run_id=self.run_id, log_system_metrics=False), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # "pickle" notice: it saves TorchScript
+            info = mlflow.pytorch.log_model(
+                scripted, name=MLFLOW_MODEL_NAME, signature=signature, input_example=example,
+                pip_requirements=requirements, serialization_format="pickle")
+        return info.model_uri
+
+    def finish(self, status: str, final_metrics: dict[str, float] | None = None) -> None:
+        """Send what is queued plus the summary metrics, then close the run as FINISHED or FAILED."""
+        from mlflow.entities import Metric
+
+        if not self.run_id:
+            return
+        self.flush()
+        self.wait()
+        if final_metrics:
+            stamp = int(time.time() * 1000)
+            summary = [Metric(k, float(v), stamp, 0) for k, v in final_metrics.items()]
+            self.client.log_batch(self.run_id, metrics=summary)
+        self.client.set_terminated(self.run_id, status)
