@@ -116,8 +116,9 @@ resource "google_storage_bucket" "data" {
 # ---------------------------------------------------------------------------------------------
 # VPC for the status API's egress. The event services accept internal traffic only; Pub/Sub,
 # Eventarc and Cloud Scheduler count as internal, but another Cloud Run service only does when
-# its request leaves through a VPC. Private Google Access lets that VPC reach *.run.app and the
-# Google APIs without a NAT.
+# its request leaves through a VPC, so status-api (dead-letter replays) sends all its traffic
+# through this subnet. Private Google Access covers *.run.app and the Google APIs; Cloud NAT
+# covers the rest (the Cloud SQL instance's public IP among it).
 # ---------------------------------------------------------------------------------------------
 resource "google_compute_network" "ctflow" {
   name                    = "ctflow"
@@ -132,4 +133,23 @@ resource "google_compute_subnetwork" "run" {
   network                  = google_compute_network.ctflow.id
   ip_cidr_range            = var.run_subnet_cidr
   private_ip_google_access = true
+}
+
+resource "google_compute_router" "run" {
+  name    = "ctflow-run"
+  region  = var.region
+  network = google_compute_network.ctflow.id
+}
+
+resource "google_compute_router_nat" "run" {
+  name                               = "ctflow-run"
+  router                             = google_compute_router.run.name
+  region                             = var.region
+  nat_ip_allocate_option             = "AUTO_ONLY"
+  source_subnetwork_ip_ranges_to_nat = "LIST_OF_SUBNETWORKS"
+
+  subnetwork {
+    name                    = google_compute_subnetwork.run.id
+    source_ip_ranges_to_nat = ["ALL_IP_RANGES"]
+  }
 }
