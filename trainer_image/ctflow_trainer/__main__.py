@@ -1,4 +1,4 @@
-"""Process entry point: `python -m ctflow_trainer [--lr 0.01 ...]`; exits 0 on success, 1 on failure."""
+"""Process entry point: `python -m ctflow_trainer [--lr 0.01 ...]`; exit 0 on success, 1 if not."""
 
 from ctflow_trainer.job import main
 

@@ -23,8 +23,16 @@ STATE_DICT_FILE = "state_dict.pt"
 CONFIG_FILE = "model_config.json"
 
 
-def export_model(model: torch.nn.Module, dest: Path, *, hp: Hyperparameters,
-                 input_shape: tuple[int, ...], num_classes: int, pipeline: str, run_id: str) -> Any:
+def export_model(
+    model: torch.nn.Module,
+    dest: Path,
+    *,
+    hp: Hyperparameters,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    pipeline: str,
+    run_id: str,
+) -> Any:
     """Write the three files into local folder `dest`; returns the TorchScript module."""
     dest.mkdir(parents=True, exist_ok=True)
     model = model.cpu().eval()

@@ -12,8 +12,14 @@ from __future__ import annotations
 from torch import nn
 
 
-def build_model(name: str, *, input_shape: tuple[int, int, int], num_classes: int,
-                hidden_units: int, dropout: float) -> nn.Sequential:
+def build_model(
+    name: str,
+    *,
+    input_shape: tuple[int, int, int],
+    num_classes: int,
+    hidden_units: int,
+    dropout: float,
+) -> nn.Sequential:
     channels, height, width = input_shape
     if name == "mlp":
         return nn.Sequential(

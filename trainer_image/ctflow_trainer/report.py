@@ -32,20 +32,27 @@ _HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
 
 @dataclass(frozen=True)
 class CompletionEvent:
-    attributes: dict[str, str]  # specversion, id, source, type, subject, time, datacontenttype[, traceparent]
+    attributes: dict[
+        str, str
+    ]  # specversion, id, source, type, subject, time, datacontenttype[, traceparent]
     data: dict[str, Any]
 
     def structured(self) -> bytes:
         """The event as structured-mode JSON (the completion.json format)."""
-        return (json.dumps({**self.attributes, "data": self.data}, indent=2, sort_keys=True) + "\n").encode()
+        return (
+            json.dumps({**self.attributes, "data": self.data}, indent=2, sort_keys=True) + "\n"
+        ).encode()
 
     def body(self) -> bytes:
         return json.dumps(self.data, sort_keys=True).encode()
 
     def http_headers(self) -> dict[str, str]:
         """Binary-mode headers: `ce-<attribute>` for each attribute, Content-Type for the data."""
-        headers = {f"ce-{k}": quote(v, safe=_HEADER_SAFE) for k, v in self.attributes.items()
-                   if k != "datacontenttype"}
+        headers = {
+            f"ce-{k}": quote(v, safe=_HEADER_SAFE)
+            for k, v in self.attributes.items()
+            if k != "datacontenttype"
+        }
         headers["content-type"] = self.attributes["datacontenttype"]
         return headers
 
@@ -55,7 +62,9 @@ class CompletionEvent:
         return attributes
 
 
-def build_event(data: dict[str, Any], *, traceparent: str | None, now: datetime | None = None) -> CompletionEvent:
+def build_event(
+    data: dict[str, Any], *, traceparent: str | None, now: datetime | None = None
+) -> CompletionEvent:
     run_id = data["run_id"]
     stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
     attributes = {
@@ -72,9 +81,15 @@ def build_event(data: dict[str, Any], *, traceparent: str | None, now: datetime 
     return CompletionEvent(attributes, data)
 
 
-def deliver(event: CompletionEvent, report_uri: str | None, *, deadline_seconds: float = 30.0,
-            sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.monotonic,
-            publisher: Any = None) -> bool:
+def deliver(
+    event: CompletionEvent,
+    report_uri: str | None,
+    *,
+    deadline_seconds: float = 30.0,
+    sleep: Callable[[float], None] = time.sleep,
+    clock: Callable[[], float] = time.monotonic,
+    publisher: Any = None,
+) -> bool:
     """Send the event where `report_uri` says; True when delivered (or nowhere to send)."""
     if not report_uri:
         return True
@@ -82,16 +97,24 @@ def deliver(event: CompletionEvent, report_uri: str | None, *, deadline_seconds:
         if report_uri.startswith(("http://", "https://")):
             return _post(event, report_uri, deadline_seconds, sleep, clock)
         if report_uri.startswith("pubsub://"):
-            return _publish(event, report_uri[len("pubsub://"):], deadline_seconds, publisher)
-        log.error("CTFLOW_REPORT_URI %r has an unsupported scheme; the report stays in %s",
-                  report_uri, COMPLETION_FILE)
+            return _publish(event, report_uri[len("pubsub://") :], deadline_seconds, publisher)
+        log.error(
+            "CTFLOW_REPORT_URI %r has an unsupported scheme; the report stays in %s",
+            report_uri,
+            COMPLETION_FILE,
+        )
     except Exception:
         log.exception("delivering the completion report to %s failed", report_uri)
     return False
 
 
-def _post(event: CompletionEvent, url: str, deadline_seconds: float, sleep: Callable[[float], None],
-          clock: Callable[[], float]) -> bool:
+def _post(
+    event: CompletionEvent,
+    url: str,
+    deadline_seconds: float,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+) -> bool:
     import httpx
 
     give_up_at = clock() + deadline_seconds
@@ -100,13 +123,24 @@ def _post(event: CompletionEvent, url: str, deadline_seconds: float, sleep: Call
         attempt += 1
         remaining = give_up_at - clock()
         try:
-            response = httpx.post(url, content=event.body(), headers=event.http_headers(),
-                                  timeout=max(1.0, min(10.0, remaining)))
+            response = httpx.post(
+                url,
+                content=event.body(),
+                headers=event.http_headers(),
+                timeout=max(1.0, min(10.0, remaining)),
+            )
             if response.is_success:
-                log.info("completion report delivered", extra={"fields": {"url": url, "attempt": attempt}})
+                log.info(
+                    "completion report delivered",
+                    extra={"fields": {"url": url, "attempt": attempt}},
+                )
                 return True
             if response.status_code < 500 and response.status_code not in _RETRYABLE_STATUS:
-                log.error("completion report refused with HTTP %s: %s", response.status_code, response.text[:500])
+                log.error(
+                    "completion report refused with HTTP %s: %s",
+                    response.status_code,
+                    response.text[:500],
+                )
                 return False
             reason = f"HTTP {response.status_code}"
         except httpx.TransportError as exc:
@@ -114,7 +148,9 @@ def _post(event: CompletionEvent, url: str, deadline_seconds: float, sleep: Call
         if clock() + delay > give_up_at:
             log.error("giving up on the completion report after %d attempts (%s)", attempt, reason)
             return False
-        log.warning("completion report attempt %d failed (%s); retrying in %.1fs", attempt, reason, delay)
+        log.warning(
+            "completion report attempt %d failed (%s); retrying in %.1fs", attempt, reason, delay
+        )
         sleep(delay)
         delay = min(delay * 2, 8.0)
 
@@ -122,12 +158,16 @@ def _post(event: CompletionEvent, url: str, deadline_seconds: float, sleep: Call
 def _publish(event: CompletionEvent, topic: str, deadline_seconds: float, publisher: Any) -> bool:
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != "projects" or parts[2] != "topics" or not all(parts):
-        raise ValueError(f"pubsub report URI must be pubsub://projects/P/topics/T, got pubsub://{topic}")
+        raise ValueError(
+            f"pubsub report URI must be pubsub://projects/P/topics/T, got pubsub://{topic}"
+        )
     if publisher is None:
         from google.cloud import pubsub_v1  # only jobs that report to Pub/Sub pay for this import
 
         publisher = pubsub_v1.PublisherClient()
     future = publisher.publish(topic, event.body(), **event.pubsub_attributes())
     message_id = future.result(timeout=deadline_seconds)
-    log.info("completion report published", extra={"fields": {"topic": topic, "message_id": message_id}})
+    log.info(
+        "completion report published", extra={"fields": {"topic": topic, "message_id": message_id}}
+    )
     return True

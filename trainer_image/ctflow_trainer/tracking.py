@@ -2,11 +2,9 @@
 
 The run is found before it is created (checkpoint, then `MLFLOW_RUN_ID` from MLflow
 Projects, then a RUNNING run tagged with the ctflow run id), so a restarted job keeps
-logging into the same run. Per-epoch metrics are buffered and sent with `log_batch`
-at most every few seconds and at the end, asynchronously (`synchronous=False`): the
-loop only hands the batch over, MLflow writes it on its own thread, and `finish`
-waits for every write before closing the run. On resume, epochs MLflow already has
-are not sent again.
+logging into the same run. It gets the hyperparameters as params, the ctflow tags,
+the dataset as an input (manifest digest, dataset URI as source), the curves (see
+curves.py), the model files under `model/`, an MLflow model, and summary metrics.
 """
 
 from __future__ import annotations
@@ -18,17 +16,16 @@ from pathlib import Path
 from typing import Any
 
 from ctflow_trainer.config import JobConfig
+from ctflow_trainer.curves import CurveLog
 from ctflow_trainer.logs import adopt_library_logger
 
-log = logging.getLogger("ctflow_trainer")
-CURVES = ("train_loss", "train_accuracy", "val_loss", "val_accuracy")
 MODEL_ARTIFACT_PATH = "model"
 MLFLOW_MODEL_NAME = "mlflow_model"
 DIGEST_LIMIT = 36  # MLflow stores dataset digests in a 36-character column
 
 
 class Tracker:
-    def __init__(self, cfg: JobConfig, *, min_flush_seconds: float = 5.0, budget: float = 0.02) -> None:
+    def __init__(self, cfg: JobConfig) -> None:
         import mlflow
         from mlflow import MlflowClient
 
@@ -38,17 +35,20 @@ class Tracker:
         self.client = MlflowClient(tracking_uri=cfg.tracking_uri)
         self.run_id: str | None = None
         self.artifact_uri: str | None = None
-        self._pending: list[Any] = []
-        self._writes: list[Any] = []  # RunOperations of asynchronous log_batch calls
-        self._logged_through = 0  # highest epoch MLflow already has
-        self._min_flush, self._budget = min_flush_seconds, budget
-        self._last_flush, self._flush_cost = time.perf_counter(), 0.0
+        self.curves = CurveLog(self.client)
 
     def tags(self, manifest_sha256: str) -> dict[str, str]:
         c = self.cfg
-        values = {"run_id": c.run_id, "pipeline": c.pipeline, "trigger_event_id": c.trigger_event_id,
-                  "git_sha": c.git_sha, "image_digest": c.image_digest, "job_id": c.job_id,
-                  "dataset_uri": c.dataset_uri, "manifest_sha256": manifest_sha256}
+        values = {
+            "run_id": c.run_id,
+            "pipeline": c.pipeline,
+            "trigger_event_id": c.trigger_event_id,
+            "git_sha": c.git_sha,
+            "image_digest": c.image_digest,
+            "job_id": c.job_id,
+            "dataset_uri": c.dataset_uri,
+            "manifest_sha256": manifest_sha256,
+        }
         return {f"ctflow.{k}": v for k, v in values.items() if v is not None}
 
     def start(self, resume_run_id: str | None, dataset: Any) -> str:
@@ -59,11 +59,11 @@ class Tracker:
         run_id = resume_run_id or self.cfg.mlflow_run_id or self._find_running_run()
         if run_id is None:
             experiment_id = self._experiment_id()
-            run_id = self.client.create_run(experiment_id, tags=tags, run_name=self.cfg.run_id).info.run_id
+            created = self.client.create_run(experiment_id, tags=tags, run_name=self.cfg.run_id)
+            self.curves.attach(created.info.run_id, resumed=False)
         else:
-            self._logged_through = max((m.step for m in self.client.get_metric_history(run_id, "val_loss")),
-                                       default=0)
-        self.run_id = run_id
+            self.curves.attach(run_id, resumed=True)
+        run_id = self.run_id = self.curves.run_id
         self.artifact_uri = self.client.get_run(run_id).info.artifact_uri
         params = [Param(k, str(v)) for k, v in self.cfg.hyperparameters.as_dict().items()]
         self.client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
@@ -89,8 +89,11 @@ class Tracker:
         if experiment is None or "'" in self.cfg.run_id:
             return None
         runs = self.client.search_runs(
-            [experiment.experiment_id], max_results=1,
-            filter_string=f"tags.`ctflow.run_id` = '{self.cfg.run_id}' and attributes.status = 'RUNNING'")
+            [experiment.experiment_id],
+            max_results=1,
+            filter_string=f"tags.`ctflow.run_id` = '{self.cfg.run_id}' "
+            "and attributes.status = 'RUNNING'",
+        )
         return runs[0].info.run_id if runs else None
 
     def _log_dataset(self, dataset: Any) -> None:
@@ -101,39 +104,17 @@ class Tracker:
         with warnings.catch_warnings():  # "file://" resolves two equivalent ways; either is right
             warnings.simplefilter("ignore", UserWarning)
             numpy_dataset = mlflow.data.from_numpy(
-                dataset.x, targets=dataset.y, source=self.cfg.dataset_uri, name=self.cfg.pipeline,
-                digest=dataset.manifest.sha256[:DIGEST_LIMIT])
-        # `_to_mlflow_entity` is what mlflow.log_input uses; the fluent API would need an active run.
-        entity = DatasetInput(numpy_dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
+                dataset.x,
+                targets=dataset.y,
+                source=self.cfg.dataset_uri,
+                name=self.cfg.pipeline,
+                digest=dataset.manifest.sha256[:DIGEST_LIMIT],
+            )
+        # mlflow.log_input does the same, but the fluent API needs an active run.
+        entity = DatasetInput(
+            numpy_dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")]
+        )
         self.client.log_inputs(self.run_id, datasets=[entity])
-
-    def record_epoch(self, metrics: dict[str, float], *, force_flush: bool = False) -> None:
-        """Queue one epoch's curves; send the queue if it is due (or forced)."""
-        from mlflow.entities import Metric
-
-        epoch = int(metrics["epoch"])
-        if epoch > self._logged_through:
-            stamp = int(time.time() * 1000)
-            self._pending.extend(Metric(k, float(metrics[k]), stamp, epoch) for k in CURVES)
-        now = time.perf_counter()
-        if force_flush or now - self._last_flush >= max(self._min_flush, self._flush_cost / self._budget):
-            self.flush()
-
-    def flush(self) -> None:
-        """Hand the queued metrics to MLflow's writer thread (see `wait`)."""
-        if self._pending and self.run_id:
-            started = time.perf_counter()
-            self._writes.append(self.client.log_batch(self.run_id, metrics=self._pending, synchronous=False))
-            self._logged_through = max(m.step for m in self._pending)
-            self._pending = []
-            self._flush_cost = time.perf_counter() - started
-        self._last_flush = time.perf_counter()
-
-    def wait(self) -> None:
-        """Block until every asynchronous write is stored; raises if one failed."""
-        writes, self._writes = self._writes, []
-        for operation in writes:
-            operation.wait()
 
     def log_model_files(self, local_dir: Path) -> str:
         """Upload the exported files under `model/`; returns that folder's artifact URI."""
@@ -150,26 +131,36 @@ class Tracker:
 
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]))
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes))]),
+        )
         if self.cfg.tracking_uri:
             self._mlflow.set_tracking_uri(self.cfg.tracking_uri)  # the fluent API reads the global
         requirements = [f"torch=={torch.__version__.split('+')[0]}", f"numpy=={np.__version__}"]
-        with self._mlflow.start_run(run_id=self.run_id, log_system_metrics=False), warnings.catch_warnings():
+        # serialization_format="pickle" on a ScriptModule means torch.jit.save; hush the notice.
+        logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+        with (
+            self._mlflow.start_run(run_id=self.run_id, log_system_metrics=False),
+            warnings.catch_warnings(),
+        ):
             warnings.simplefilter("ignore")
-            logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # "pickle" notice: it saves TorchScript
             info = mlflow.pytorch.log_model(
-                scripted, name=MLFLOW_MODEL_NAME, signature=signature, input_example=example,
-                pip_requirements=requirements, serialization_format="pickle")
+                scripted,
+                name=MLFLOW_MODEL_NAME,
+                signature=signature,
+                input_example=example,
+                pip_requirements=requirements,
+                serialization_format="pickle",
+            )
         return info.model_uri
 
     def finish(self, status: str, final_metrics: dict[str, float] | None = None) -> None:
-        """Send what is queued plus the summary metrics, then close the run as FINISHED or FAILED."""
+        """Send what is queued and the summary metrics; close the run as FINISHED or FAILED."""
         from mlflow.entities import Metric
 
         if not self.run_id:
             return
-        self.flush()
-        self.wait()
+        self.curves.flush()
+        self.curves.wait()
         if final_metrics:
             stamp = int(time.time() * 1000)
             summary = [Metric(k, float(v), stamp, 0) for k, v in final_metrics.items()]

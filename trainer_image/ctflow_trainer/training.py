@@ -45,26 +45,52 @@ class Progress:
 class Trainer:
     """One model, its optimizer and its progress over `hp.epochs` epochs."""
 
-    def __init__(self, hp: Hyperparameters, x_train: np.ndarray, y_train: np.ndarray,
-                 x_val: np.ndarray, y_val: np.ndarray, num_classes: int, device: torch.device) -> None:
+    def __init__(
+        self,
+        hp: Hyperparameters,
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        x_val: np.ndarray,
+        y_val: np.ndarray,
+        num_classes: int,
+        device: torch.device,
+    ) -> None:
         self.hp, self.device = hp, device
         self.input_shape = tuple(int(d) for d in x_train.shape[1:])
         self.num_classes = num_classes
         torch.manual_seed(hp.seed)  # model initialisation and dropout
-        self.model = build_model(hp.model, input_shape=self.input_shape, num_classes=num_classes,
-                                 hidden_units=hp.hidden_units, dropout=hp.dropout).to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
+        self.model = build_model(
+            hp.model,
+            input_shape=self.input_shape,
+            num_classes=num_classes,
+            hidden_units=hp.hidden_units,
+            dropout=hp.dropout,
+        ).to(device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay
+        )
         self.amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         # Entering a disabled autocast still costs microseconds per batch; on CPU skip it.
         self._autocast: Callable[[], contextlib.AbstractContextManager] = (
-            (lambda: torch.autocast("cuda", dtype=torch.float16)) if self.amp else contextlib.nullcontext)
-        self.x_train, self.y_train = torch.from_numpy(x_train).to(device), torch.from_numpy(y_train).to(device)
-        self.x_val, self.y_val = torch.from_numpy(x_val).to(device), torch.from_numpy(y_val).to(device)
+            (lambda: torch.autocast("cuda", dtype=torch.float16))
+            if self.amp
+            else contextlib.nullcontext
+        )
+        self.x_train, self.y_train = (
+            torch.from_numpy(x_train).to(device),
+            torch.from_numpy(y_train).to(device),
+        )
+        self.x_val, self.y_val = (
+            torch.from_numpy(x_val).to(device),
+            torch.from_numpy(y_val).to(device),
+        )
         self.progress = Progress()
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def fit(self, on_epoch_end: Callable[[Trainer, dict[str, float]], None] = lambda t, m: None) -> Progress:
+    def fit(
+        self, on_epoch_end: Callable[[Trainer, dict[str, float]], None] = lambda t, m: None
+    ) -> Progress:
         """Train from the current epoch until `epochs` or early stop; call back after each epoch."""
         p = self.progress
         while not p.finished:
@@ -74,7 +100,9 @@ class Trainer:
             p.history.append(metrics)
             if metrics["val_loss"] < p.best_val_loss:
                 p.best_val_loss, p.best_epoch, p.bad_epochs = metrics["val_loss"], p.epoch, 0
-                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                self.best_state = {
+                    k: v.detach().clone() for k, v in self.model.state_dict().items()
+                }
             else:
                 p.bad_epochs += 1
             p.finished = p.epoch >= self.hp.epochs or p.bad_epochs >= self.hp.patience
@@ -91,7 +119,7 @@ class Trainer:
         correct = torch.zeros((), dtype=torch.long, device=self.device)
         size = self.hp.batch_size
         for start in range(0, len(ys), size):
-            xb, yb = xs[start:start + size], ys[start:start + size]
+            xb, yb = xs[start : start + size], ys[start : start + size]
             with self._autocast():
                 logits = self.model(xb)
                 loss = F.cross_entropy(logits, yb)
@@ -114,7 +142,10 @@ class Trainer:
         self.model.eval()
         loss_sum, correct = 0.0, 0
         for start in range(0, len(self.y_val), _EVAL_CHUNK):
-            xb, yb = self.x_val[start:start + _EVAL_CHUNK], self.y_val[start:start + _EVAL_CHUNK]
+            xb, yb = (
+                self.x_val[start : start + _EVAL_CHUNK],
+                self.y_val[start : start + _EVAL_CHUNK],
+            )
             with self._autocast():
                 logits = self.model(xb)
             loss_sum += F.cross_entropy(logits.float(), yb, reduction="sum").item()
@@ -124,9 +155,16 @@ class Trainer:
 
     def best_model(self) -> torch.nn.Module:
         """The best epoch's weights on the CPU in eval mode (what gets exported)."""
-        model = build_model(self.hp.model, input_shape=self.input_shape, num_classes=self.num_classes,
-                            hidden_units=self.hp.hidden_units, dropout=self.hp.dropout)
-        model.load_state_dict(self.best_state if self.best_state is not None else self.model.state_dict())
+        model = build_model(
+            self.hp.model,
+            input_shape=self.input_shape,
+            num_classes=self.num_classes,
+            hidden_units=self.hp.hidden_units,
+            dropout=self.hp.dropout,
+        )
+        model.load_state_dict(
+            self.best_state if self.best_state is not None else self.model.state_dict()
+        )
         return model.eval()
 
     def state_dict(self) -> dict:

@@ -36,7 +36,7 @@ def holdout_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def mlflow_uri(tmp_path_factory: pytest.TempPathFactory) -> str:
-    """A real MLflow tracking store on SQLite with the digits experiment's artifacts in a temp folder."""
+    """Real MLflow on SQLite; the digits experiment keeps its artifacts in a temp folder."""
     from mlflow import MlflowClient
 
     root = tmp_path_factory.mktemp("mlflow")

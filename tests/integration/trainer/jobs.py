@@ -18,8 +18,9 @@ def mlflow_runs(env: dict[str, str]) -> list[Any]:
 
     client = MlflowClient(env["MLFLOW_TRACKING_URI"])
     experiment = client.get_experiment_by_name("digits")
-    return client.search_runs([experiment.experiment_id],
-                              filter_string=f"tags.`ctflow.run_id` = '{env['CTFLOW_RUN_ID']}'")
+    return client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`ctflow.run_id` = '{env['CTFLOW_RUN_ID']}'"
+    )
 
 
 def curve(env: dict[str, str], run_id: str, key: str) -> list[tuple[int, float]]:

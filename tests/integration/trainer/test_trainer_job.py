@@ -1,4 +1,4 @@
-"""Whole training jobs in-process against real MLflow on SQLite: outputs, tracking, failures, reports."""
+"""Whole training jobs in-process against real MLflow on SQLite: outputs, tracking, reports."""
 
 from __future__ import annotations
 
@@ -28,60 +28,108 @@ def _holdout_accuracy(model_file: Path, holdout: Path) -> float:
 
 
 def test_default_hyperparameters_train_a_servable_model_with_full_tracking(
-        job_env: dict[str, str], holdout_file: Path) -> None:
+    job_env: dict[str, str], holdout_file: Path
+) -> None:
     """Defaults reach >= 0.95 on the pinned holdout; MLflow has params, curves, dataset and tags."""
     assert run_job(job_env) == 0
 
     model_dir = Path(job_env["AIP_MODEL_DIR"])
     assert {"model.pt", "state_dict.pt", "model_config.json", "completion.json"} <= {
-        p.name for p in model_dir.iterdir()}
+        p.name for p in model_dir.iterdir()
+    }
     assert _holdout_accuracy(model_dir / "model.pt", holdout_file) >= 0.95
     config = json.loads((model_dir / "model_config.json").read_text())
-    assert (config["architecture"], config["input_shape"], config["class_labels"][9]) == ("mlp", [1, 8, 8], "9")
+    assert (config["architecture"], config["input_shape"], config["class_labels"][9]) == (
+        "mlp",
+        [1, 8, 8],
+        "9",
+    )
 
     event = completion(job_env)
     data = event["data"]
     assert (event["type"], event["id"], event["subject"]) == (
-        "ctflow.training.completed.v1", f"training-completed-{job_env['CTFLOW_RUN_ID']}", job_env["CTFLOW_RUN_ID"])
+        "ctflow.training.completed.v1",
+        f"training-completed-{job_env['CTFLOW_RUN_ID']}",
+        job_env["CTFLOW_RUN_ID"],
+    )
     assert (data["status"], data["error"], data["resumed_from_epoch"]) == ("succeeded", None, None)
-    assert set(data["metrics"]) == {"val_accuracy", "val_loss", "epochs_completed", "best_epoch",
-                                    "train_seconds", "model_size_bytes"}
+    assert set(data["metrics"]) == {
+        "val_accuracy",
+        "val_loss",
+        "epochs_completed",
+        "best_epoch",
+        "train_seconds",
+        "model_size_bytes",
+    }
     assert data["metrics"]["model_size_bytes"] == (model_dir / "model.pt").stat().st_size
-    assert data["epochs_completed"] == data["metrics"]["epochs_completed"] >= data["metrics"]["best_epoch"]
+    assert (
+        data["epochs_completed"]
+        == data["metrics"]["epochs_completed"]
+        >= data["metrics"]["best_epoch"]
+    )
 
     [run] = mlflow_runs(job_env)
     assert run.info.run_id == data["mlflow_run_id"] and run.info.status == "FINISHED"
-    assert run.data.params == {"model": "mlp", "lr": "0.003", "epochs": "30", "batch_size": "64",
-                               "hidden_units": "128", "dropout": "0.1", "weight_decay": "0.0001",
-                               "patience": "5", "seed": "42"}
+    assert run.data.params == {
+        "model": "mlp",
+        "lr": "0.003",
+        "epochs": "30",
+        "batch_size": "64",
+        "hidden_units": "128",
+        "dropout": "0.1",
+        "weight_decay": "0.0001",
+        "patience": "5",
+        "seed": "42",
+    }
     for key in ("train_loss", "train_accuracy", "val_loss", "val_accuracy"):
         steps = [step for step, _ in curve(job_env, run.info.run_id, key)]
         assert steps == list(range(1, data["epochs_completed"] + 1)), key
     assert run.data.metrics["best_val_accuracy"] == data["metrics"]["val_accuracy"]
     manifest_sha = run.data.tags["ctflow.manifest_sha256"]
-    assert {k: run.data.tags[k] for k in ("ctflow.run_id", "ctflow.pipeline", "ctflow.trigger_event_id",
-                                          "ctflow.git_sha", "ctflow.image_digest", "ctflow.job_id",
-                                          "ctflow.dataset_uri")} == {
-        "ctflow.run_id": job_env["CTFLOW_RUN_ID"], "ctflow.pipeline": "digits",
-        "ctflow.trigger_event_id": job_env["CTFLOW_TRIGGER_EVENT_ID"], "ctflow.git_sha": "0123abc",
-        "ctflow.image_digest": job_env["CTFLOW_IMAGE_DIGEST"], "ctflow.job_id": job_env["CTFLOW_JOB_ID"],
-        "ctflow.dataset_uri": job_env["CTFLOW_DATASET_URI"]}
+    assert {
+        k: run.data.tags[k]
+        for k in (
+            "ctflow.run_id",
+            "ctflow.pipeline",
+            "ctflow.trigger_event_id",
+            "ctflow.git_sha",
+            "ctflow.image_digest",
+            "ctflow.job_id",
+            "ctflow.dataset_uri",
+        )
+    } == {
+        "ctflow.run_id": job_env["CTFLOW_RUN_ID"],
+        "ctflow.pipeline": "digits",
+        "ctflow.trigger_event_id": job_env["CTFLOW_TRIGGER_EVENT_ID"],
+        "ctflow.git_sha": "0123abc",
+        "ctflow.image_digest": job_env["CTFLOW_IMAGE_DIGEST"],
+        "ctflow.job_id": job_env["CTFLOW_JOB_ID"],
+        "ctflow.dataset_uri": job_env["CTFLOW_DATASET_URI"],
+    }
     [dataset_input] = run.inputs.dataset_inputs
     assert dataset_input.dataset.digest == manifest_sha[:36]
     assert job_env["CTFLOW_DATASET_URI"] in dataset_input.dataset.source
     client = MlflowClient(job_env["MLFLOW_TRACKING_URI"])
     assert {a.path for a in client.list_artifacts(run.info.run_id, "model")} == {
-        "model/model.pt", "model/state_dict.pt", "model/model_config.json"}
+        "model/model.pt",
+        "model/state_dict.pt",
+        "model/model_config.json",
+    }
     assert data["artifact_uri"] == f"{run.info.artifact_uri}/model"
     assert data["mlflow_model_uri"].startswith("models:/")
 
 
 def test_same_seed_data_and_hyperparameters_give_identical_metrics(
-        job_env: dict[str, str], tmp_path: Path) -> None:
+    job_env: dict[str, str], tmp_path: Path
+) -> None:
     """Two runs of the same job on CPU log bit-identical curves and final metrics."""
     job_env["CTFLOW_HYPERPARAMETERS"] = json.dumps({"epochs": 3, "seed": 3})
-    second = {**job_env, "CTFLOW_RUN_ID": job_env["CTFLOW_RUN_ID"] + "-again",
-              "AIP_MODEL_DIR": str(tmp_path / "model-2"), "AIP_CHECKPOINT_DIR": str(tmp_path / "ckpt-2")}
+    second = {
+        **job_env,
+        "CTFLOW_RUN_ID": job_env["CTFLOW_RUN_ID"] + "-again",
+        "AIP_MODEL_DIR": str(tmp_path / "model-2"),
+        "AIP_CHECKPOINT_DIR": str(tmp_path / "ckpt-2"),
+    }
     assert run_job(job_env) == 0 and run_job(second) == 0
     first_data, second_data = completion(job_env)["data"], completion(second)["data"]
     for data in (first_data, second_data):
@@ -90,10 +138,15 @@ def test_same_seed_data_and_hyperparameters_give_identical_metrics(
         # size differs by a few bytes here (not across processes); the weights are compared below.
         data["metrics"].pop("model_size_bytes")
     assert first_data["metrics"] == second_data["metrics"]
-    weights = [torch.load(Path(env["AIP_MODEL_DIR"]) / "state_dict.pt", weights_only=True) for env in (job_env, second)]
+    weights = [
+        torch.load(Path(env["AIP_MODEL_DIR"]) / "state_dict.pt", weights_only=True)
+        for env in (job_env, second)
+    ]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     for key in ("train_loss", "val_loss", "val_accuracy"):
-        assert curve(job_env, first_data["mlflow_run_id"], key) == curve(second, second_data["mlflow_run_id"], key)
+        assert curve(job_env, first_data["mlflow_run_id"], key) == curve(
+            second, second_data["mlflow_run_id"], key
+        )
 
 
 def test_the_cnn_trains_too(job_env: dict[str, str]) -> None:
@@ -107,7 +160,8 @@ def test_the_cnn_trains_too(job_env: dict[str, str]) -> None:
 
 
 def test_a_checksum_mismatch_fails_the_run_before_training(
-        job_env: dict[str, str], digits_version: Path, tmp_path: Path) -> None:
+    job_env: dict[str, str], digits_version: Path, tmp_path: Path
+) -> None:
     """A changed train.npz: exit 1, a failed report naming the file, and no MLflow run at all."""
     import shutil
 
@@ -119,7 +173,11 @@ def test_a_checksum_mismatch_fails_the_run_before_training(
 
     assert run_job(job_env) == 1
     report = completion(job_env)["data"]
-    assert report["status"] == "failed" and "train.npz" in report["error"] and "sha256" in report["error"]
+    assert (
+        report["status"] == "failed"
+        and "train.npz" in report["error"]
+        and "sha256" in report["error"]
+    )
     assert (report["mlflow_run_id"], report["epochs_completed"], report["metrics"]) == (None, 0, {})
     assert mlflow_runs(job_env) == []
 
@@ -150,7 +208,9 @@ class _Recorder(BaseHTTPRequestHandler):
 def _receiver(responses: list[int]) -> Iterator[tuple[str, type[_Recorder]]]:
     handler = type("Receiver", (_Recorder,), {"requests": [], "responses": list(responses)})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/", handler
@@ -160,7 +220,7 @@ def _receiver(responses: list[int]) -> Iterator[tuple[str, type[_Recorder]]]:
 
 
 def test_the_report_is_posted_as_a_binary_mode_cloudevent(job_env: dict[str, str]) -> None:
-    """The receiver gets ce-* headers and the JSON data, after one retried 503, and ctflow's codec reads it."""
+    """The receiver gets ce-* headers and JSON data (after one 503); ctflow's codec reads it."""
     from ctflow.codec import decode_request
     from ctflow.contracts import TrainingCompleted
 
@@ -171,21 +231,41 @@ def test_the_report_is_posted_as_a_binary_mode_cloudevent(job_env: dict[str, str
     assert len(receiver.requests) == 2  # the 503, then the accepted retry
     headers, body = receiver.requests[-1]
     run_id = job_env["CTFLOW_RUN_ID"]
-    assert {k: headers[k] for k in ("ce-specversion", "ce-type", "ce-source", "ce-id", "ce-subject",
-                                    "ce-traceparent", "content-type")} == {
-        "ce-specversion": "1.0", "ce-type": "ctflow.training.completed.v1", "ce-source": "//ctflow/trainer",
-        "ce-id": f"training-completed-{run_id}", "ce-subject": run_id, "ce-traceparent": TRACEPARENT,
-        "content-type": "application/json"}
+    assert {
+        k: headers[k]
+        for k in (
+            "ce-specversion",
+            "ce-type",
+            "ce-source",
+            "ce-id",
+            "ce-subject",
+            "ce-traceparent",
+            "content-type",
+        )
+    } == {
+        "ce-specversion": "1.0",
+        "ce-type": "ctflow.training.completed.v1",
+        "ce-source": "//ctflow/trainer",
+        "ce-id": f"training-completed-{run_id}",
+        "ce-subject": run_id,
+        "ce-traceparent": TRACEPARENT,
+        "content-type": "application/json",
+    }
     assert headers["ce-time"].endswith("Z")
     assert json.loads(body) == completion(job_env)["data"]
     event = decode_request(headers, body)
     assert (event.id, event.traceparent, event.data["status"]) == (
-        f"training-completed-{run_id}", TRACEPARENT, "succeeded")
+        f"training-completed-{run_id}",
+        TRACEPARENT,
+        "succeeded",
+    )
     TrainingCompleted.model_validate(event.data)
 
 
 @pytest.mark.parametrize("unset", ["CTFLOW_RUN_ID"])
-def test_without_a_run_id_the_job_exits_1_and_writes_nothing(job_env: dict[str, str], unset: str) -> None:
+def test_without_a_run_id_the_job_exits_1_and_writes_nothing(
+    job_env: dict[str, str], unset: str
+) -> None:
     """No run id, nothing to report on: exit 1 without a completion file."""
     del job_env[unset]
     assert run_job(job_env) == 1

@@ -1,4 +1,4 @@
-"""Make the trainer package importable from a source checkout (the repo's pyproject does not package it yet)."""
+"""Make the trainer importable from a source checkout (pyproject does not package it yet)."""
 
 import sys
 from pathlib import Path

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from ctflow_trainer.config import ConfigError, Hyperparameters, JobConfig, parse_hyperparameters, parse_overrides
+from ctflow_trainer.config import (
+    ConfigError,
+    Hyperparameters,
+    JobConfig,
+    parse_hyperparameters,
+    parse_overrides,
+)
 
 ENV = {"CTFLOW_RUN_ID": "run-1", "CTFLOW_PIPELINE": "digits", "CTFLOW_DATASET_URI": "/data/v1"}
 
@@ -13,8 +19,16 @@ def test_missing_keys_take_the_pipeline_defaults() -> None:
     hp = parse_hyperparameters('{"lr": 0.01, "epochs": 5}')
     assert hp == Hyperparameters(lr=0.01, epochs=5)
     assert parse_hyperparameters(None) == Hyperparameters(
-        model="mlp", lr=0.003, epochs=30, batch_size=64, hidden_units=128, dropout=0.1,
-        weight_decay=0.0001, patience=5, seed=42)
+        model="mlp",
+        lr=0.003,
+        epochs=30,
+        batch_size=64,
+        hidden_units=128,
+        dropout=0.1,
+        weight_decay=0.0001,
+        patience=5,
+        seed=42,
+    )
 
 
 def test_command_line_flags_override_the_environment() -> None:
@@ -24,17 +38,20 @@ def test_command_line_flags_override_the_environment() -> None:
     assert (hp.lr, hp.batch_size, hp.model, hp.epochs) == (0.02, 32, "cnn", 3)
 
 
-@pytest.mark.parametrize(("raw", "fragment"), [
-    ('{"learning_rate": 0.1}', "unknown hyperparameters ['learning_rate']"),
-    ('{"lr": 0}', "lr=0.0 is out of bounds"),
-    ('{"epochs": 2.5}', "epochs must be an integer"),
-    ('{"epochs": true}', "epochs must be a int"),
-    ('{"dropout": 0.95}', "dropout=0.95 is out of bounds"),
-    ('{"model": "resnet"}', "model must be one of ['mlp', 'cnn']"),
-    ('{"lr": "fast"}', "lr must be a float"),
-    ('[1, 2]', "must be a JSON object"),
-    ("{", "not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        ('{"learning_rate": 0.1}', "unknown hyperparameters ['learning_rate']"),
+        ('{"lr": 0}', "lr=0.0 is out of bounds"),
+        ('{"epochs": 2.5}', "epochs must be an integer"),
+        ('{"epochs": true}', "epochs must be a int"),
+        ('{"dropout": 0.95}', "dropout=0.95 is out of bounds"),
+        ('{"model": "resnet"}', "model must be one of ['mlp', 'cnn']"),
+        ('{"lr": "fast"}', "lr must be a float"),
+        ("[1, 2]", "must be a JSON object"),
+        ("{", "not valid JSON"),
+    ],
+)
 def test_bad_hyperparameters_are_refused_with_the_reason(raw: str, fragment: str) -> None:
     """Values outside the pipeline schema's bounds fail before any work, naming the problem."""
     with pytest.raises(ConfigError, match=None) as caught:
@@ -48,11 +65,20 @@ def test_integral_floats_are_accepted_for_integer_hyperparameters() -> None:
 
 
 def test_job_config_reads_the_vertex_and_ctflow_variables() -> None:
-    """Vertex's CLOUD_ML_JOB_ID stands in for CTFLOW_JOB_ID; the experiment defaults to the pipeline."""
-    cfg = JobConfig.from_env({**ENV, "CLOUD_ML_JOB_ID": "123", "AIP_MODEL_DIR": "gs://b/m/",
-                              "CTFLOW_TRACEPARENT": "00-" + "a" * 32 + "-" + "b" * 16 + "-01"})
+    """Vertex's CLOUD_ML_JOB_ID stands in for CTFLOW_JOB_ID; experiment defaults to pipeline."""
+    cfg = JobConfig.from_env(
+        {
+            **ENV,
+            "CLOUD_ML_JOB_ID": "123",
+            "AIP_MODEL_DIR": "gs://b/m/",
+            "CTFLOW_TRACEPARENT": "00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        }
+    )
     assert (cfg.job_id, cfg.experiment_name, cfg.model_dir) == ("123", "digits", "gs://b/m/")
-    assert JobConfig.from_env({**ENV, "CTFLOW_JOB_ID": "job-7", "CLOUD_ML_JOB_ID": "123"}).job_id == "job-7"
+    assert (
+        JobConfig.from_env({**ENV, "CTFLOW_JOB_ID": "job-7", "CLOUD_ML_JOB_ID": "123"}).job_id
+        == "job-7"
+    )
 
 
 @pytest.mark.parametrize("name", ["CTFLOW_RUN_ID", "CTFLOW_PIPELINE", "CTFLOW_DATASET_URI"])

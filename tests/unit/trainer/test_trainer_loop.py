@@ -65,7 +65,7 @@ def test_resuming_from_a_checkpoint_continues_exactly() -> None:
 
 
 def test_early_stopping_keeps_the_best_weights() -> None:
-    """Validation loss that stops improving ends training after `patience` epochs; best weights win."""
+    """Validation loss that stops improving ends training after `patience` epochs; best ones win."""
     hp = replace(HP, epochs=60, patience=2, lr=0.05)
     trainer = _trainer(hp)
     progress = trainer.fit()
@@ -97,12 +97,16 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> Non
 
 def test_another_jobs_checkpoint_is_refused(tmp_path: Path) -> None:
     """A checkpoint folder shared with a different run fails loudly instead of mixing runs."""
-    Checkpointer(str(tmp_path), {"run_id": "r1"}).maybe_save(1, _trainer().state_dict, None, force=True)
+    Checkpointer(str(tmp_path), {"run_id": "r1"}).maybe_save(
+        1, _trainer().state_dict, None, force=True
+    )
     with pytest.raises(ConfigError, match="another job"):
         Checkpointer(str(tmp_path), {"run_id": "r2"}).load_latest()
 
 
-def test_checkpoints_are_skipped_when_epochs_are_shorter_than_the_write_budget(tmp_path: Path) -> None:
+def test_checkpoints_are_skipped_when_epochs_are_shorter_than_the_write_budget(
+    tmp_path: Path,
+) -> None:
     """Right after a write, an unforced save waits (cost/budget); a forced one never does."""
     checkpointer = Checkpointer(str(tmp_path), {"run_id": "r1"}, budget=1e-9)
     state = _trainer().state_dict
@@ -112,11 +116,13 @@ def test_checkpoints_are_skipped_when_epochs_are_shorter_than_the_write_budget(t
 
 
 def test_exported_torchscript_matches_the_eager_model(tmp_path: Path) -> None:
-    """model.pt (TorchScript) gives the eager model's logits; state_dict.pt and config are written."""
+    """model.pt (TorchScript) gives the eager model's logits; state_dict.pt and config exist too."""
     trainer = _trainer()
     trainer.fit()
     model = trainer.best_model()
-    export_model(model, tmp_path, hp=HP, input_shape=(1, 4, 4), num_classes=3, pipeline="p", run_id="r")
+    export_model(
+        model, tmp_path, hp=HP, input_shape=(1, 4, 4), num_classes=3, pipeline="p", run_id="r"
+    )
     x = torch.from_numpy(_data()[2])
     with torch.no_grad():
         assert torch.equal(torch.jit.load(str(tmp_path / "model.pt"))(x), model(x))

@@ -24,8 +24,13 @@ def test_event_attributes_follow_the_contract() -> None:
     """id is deterministic per run, subject is the run id, traceparent rides along."""
     event = _event()
     assert event.attributes == {
-        "specversion": "1.0", "id": "training-completed-run-42", "source": EVENT_SOURCE, "type": EVENT_TYPE,
-        "subject": "run-42", "time": "2026-01-02T03:04:05.000Z", "datacontenttype": "application/json",
+        "specversion": "1.0",
+        "id": "training-completed-run-42",
+        "source": EVENT_SOURCE,
+        "type": EVENT_TYPE,
+        "subject": "run-42",
+        "time": "2026-01-02T03:04:05.000Z",
+        "datacontenttype": "application/json",
         "traceparent": TRACEPARENT,
     }
     assert EVENT_TYPE == "ctflow.training.completed.v1"
@@ -39,7 +44,7 @@ def test_traceparent_is_absent_when_not_given() -> None:
 
 
 def test_http_headers_percent_encode_unsafe_characters() -> None:
-    """Header values are encoded per the CloudEvents HTTP binding (space, quote, percent, non-ASCII)."""
+    """Header values are encoded per the CloudEvents HTTP binding (space, quote, %, non-ASCII)."""
     headers = _event(run_id='a b"%é').http_headers()
     assert headers["ce-subject"] == "a%20b%22%25%C3%A9"
     assert headers["content-type"] == "application/json"
@@ -66,7 +71,9 @@ class _Recorder(BaseHTTPRequestHandler):
 def _server(responses: list[int]) -> Iterator[tuple[str, type[_Recorder]]]:
     handler = type("Recorder", (_Recorder,), {"responses": list(responses), "requests": []})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+    )
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}/events", handler
@@ -83,7 +90,10 @@ def test_http_delivery_retries_server_errors_then_succeeds() -> None:
     assert len(recorder.requests) == 3
     assert sleeps == [0.5, 1.0]
     headers, body = recorder.requests[-1]
-    assert headers["ce-id"] == "training-completed-run-42" and json.loads(body)["status"] == "succeeded"
+    assert (
+        headers["ce-id"] == "training-completed-run-42"
+        and json.loads(body)["status"] == "succeeded"
+    )
 
 
 def test_http_delivery_does_not_retry_a_client_error() -> None:
@@ -102,8 +112,24 @@ def test_http_delivery_gives_up_at_the_deadline_without_raising() -> None:
         sleeps.append(seconds)
         now[0] += seconds
 
-    assert deliver(_event(), "http://127.0.0.1:9/", deadline_seconds=30.0, sleep=sleep, clock=lambda: now[0]) is False
-    assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]  # the next 8 s wait would pass the 30 s deadline
+    assert (
+        deliver(
+            _event(),
+            "http://127.0.0.1:9/",
+            deadline_seconds=30.0,
+            sleep=sleep,
+            clock=lambda: now[0],
+        )
+        is False
+    )
+    assert sleeps == [
+        0.5,
+        1.0,
+        2.0,
+        4.0,
+        8.0,
+        8.0,
+    ]  # the next 8 s wait would pass the 30 s deadline
 
 
 class _FakePublisher:
@@ -128,9 +154,14 @@ def test_pubsub_delivery_uses_the_cloudevents_pubsub_binding() -> None:
     assert topic == "projects/p1/topics/training"
     assert json.loads(data)["run_id"] == "run-42"
     assert attributes == {
-        "ce-specversion": "1.0", "ce-type": EVENT_TYPE, "ce-source": EVENT_SOURCE,
-        "ce-id": "training-completed-run-42", "ce-subject": "run-42", "ce-time": "2026-01-02T03:04:05.000Z",
-        "ce-traceparent": TRACEPARENT, "content-type": "application/json",
+        "ce-specversion": "1.0",
+        "ce-type": EVENT_TYPE,
+        "ce-source": EVENT_SOURCE,
+        "ce-id": "training-completed-run-42",
+        "ce-subject": "run-42",
+        "ce-time": "2026-01-02T03:04:05.000Z",
+        "ce-traceparent": TRACEPARENT,
+        "content-type": "application/json",
     }
 
 
