@@ -52,7 +52,9 @@ class Checkpointer:
         for epoch in sorted(self._known, reverse=True):
             uri = uris.join(self.dir_uri, self._known[epoch])
             try:
-                state = torch.load(io.BytesIO(uris.read_bytes(uri)), weights_only=True)
+                data = io.BytesIO(uris.read_bytes(uri))
+                # CPU first: a job restarted on another machine kind still loads it.
+                state = torch.load(data, map_location="cpu", weights_only=True)
             except Exception as exc:  # a torn or foreign file: fall back to the previous one
                 log.warning("skipping unreadable checkpoint %s: %s", uri, exc)
                 continue

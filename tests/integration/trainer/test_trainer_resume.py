@@ -86,4 +86,5 @@ def test_a_killed_job_resumes_into_the_same_mlflow_run(
     assert data["resumed_from_epoch"] == killed_after
     [run] = mlflow_runs(job_env)
     assert run.info.run_id == data["mlflow_run_id"] and run.info.status == "FINISHED"
+    assert len(run.inputs.dataset_inputs) == 1
     assert [step for step, _ in curve(job_env, run.info.run_id, "val_loss")] == [1, 2, 3, 4, 5]
