@@ -6,8 +6,8 @@ Handlers see ports only; which adapter stands behind each is decided in one plac
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from .blobstore import BlobStore
@@ -31,6 +31,3 @@ class Dependencies:
     relay: OutboxRelay
     authenticate: Authenticator
     invoker_headers: InvokerHeaders
-    # Ports added by later stages (training backend, model registry, serving) live here,
-    # keyed by name, so a service builds only what it uses.
-    ports: dict[str, Any] = field(default_factory=dict)

@@ -28,12 +28,12 @@ from .contracts import EVENT_PAYLOADS, explain
 from .deps import Dependencies
 from .events import Event, trace_id_of
 from .ledger import dead_letters, inbox, outbox, runs
+from .service import MAX_BODY
 from .topology import EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
 
 UNPARSED_SOURCE = "ctflow:unparsed-request"
-MAX_STORED_BODY = 32 * 1024 * 1024  # equals ctflow.service.MAX_BODY
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-serverless-authorization"})
 
 
@@ -90,7 +90,7 @@ Handler = Callable[[HandlerContext], Outcome | None]
 
 def stored_request(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """The request as kept in a dead letter: everything but credentials."""
-    kept = body[:MAX_STORED_BODY]
+    kept = body[:MAX_BODY]
     try:
         text, encoding = kept.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:

@@ -56,8 +56,10 @@ class CloudLoggingFormatter(logging.Formatter):
 def configure(service: str, project: str | None = None) -> None:
     """Install the JSON handler on the root logger (idempotent)."""
     root = logging.getLogger()
-    if any(isinstance(h.formatter, CloudLoggingFormatter) for h in root.handlers):
-        return
+    for h in root.handlers:
+        if isinstance(h.formatter, CloudLoggingFormatter):
+            h.formatter.project = project or h.formatter.project
+            return
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(CloudLoggingFormatter(project))
     root.handlers = [handler]

@@ -7,7 +7,6 @@ effect without a restart (and a dead letter for an unknown pipeline can be repla
 from __future__ import annotations
 
 import threading
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -60,11 +59,9 @@ class PipelineCatalog:
     def validator(self, spec: PipelineSpec) -> HyperparameterValidator:
         """The compiled hyperparameter schema of a pipeline (rebuilt when its file changes)."""
         with self._lock:
-            cached = self._validators.get(spec.name)
-            if cached is None or cached.spec is not spec:
-                cached = self._validators[spec.name] = HyperparameterValidator(spec.hyperparameters.schema_)
-                cached.spec = spec
-            return cached
+            if spec.name not in self._validators:
+                self._validators[spec.name] = HyperparameterValidator(spec.hyperparameters.schema_)
+            return self._validators[spec.name]
 
     def for_object(self, object_name: str) -> PipelineSpec | None:
         """The pipeline whose dataset prefix holds this object (longest prefix wins)."""
@@ -80,7 +77,6 @@ class HyperparameterValidator:
 
         Draft202012Validator.check_schema(schema)
         self._validator = Draft202012Validator(schema)
-        self.spec: PipelineSpec | None = None
 
     def problems(self, values: dict[str, Any]) -> list[str]:
         out = []
@@ -88,7 +84,3 @@ class HyperparameterValidator:
             where = ".".join(str(p) for p in err.path)
             out.append(f"{where}: {err.message}" if where else err.message)
         return out
-
-    @cached_property
-    def keys(self) -> frozenset[str]:
-        return frozenset(self._validator.schema.get("properties", {}))

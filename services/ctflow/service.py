@@ -82,6 +82,7 @@ def create_service(
 
         deps = getattr(app.state, "deps", None) or (deps_factory or _build_default)()
         app.state.deps = deps
+        logs.configure(name, deps.settings.gcp_project)  # trace ids become projects/P/traces/T
         table = _load(handlers) if isinstance(handlers, str) else handlers
         return deps, (Intake(name, table, deps) if table is not None else None)
 

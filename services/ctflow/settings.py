@@ -28,7 +28,6 @@ class Settings(BaseSettings):
     database_url: str | None = None  # default: SQLite in <home>/ledger.db
     pipelines_dir: Path = REPO_ROOT / "deploy" / "pipelines"
     schemas_dir: Path = REPO_ROOT / "schemas"
-    service_name: str = "ctflow"
     host: str = "127.0.0.1"
 
     # Intake bounds.
@@ -51,8 +50,6 @@ class Settings(BaseSettings):
     gcp_project: str | None = None
     gcp_region: str = "us-central1"
     bucket: str | None = None  # gcp: bucket name; embedded: defaults to <home>/bucket
-    events_topic: str = "ctflow-events"
-    hparams_topic: str = "ctflow-hparams"
     oidc_audience: str | None = None
     allowed_invokers: list[str] = Field(default_factory=list)
 

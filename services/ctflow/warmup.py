@@ -33,9 +33,6 @@ class Warmup(Generic[T]):
     async def get(self) -> T:
         return await asyncio.wrap_future(self._current())
 
-    def result(self, timeout: float | None = None) -> T:
-        return self._current().result(timeout)
-
     @property
     def ready(self) -> bool:
         return self._future.done() and self._future.exception() is None

@@ -57,7 +57,7 @@ def on_object_finalized(ctx: HandlerContext) -> Outcome:
     )
     if recorded is None:
         return Outcome("duplicate", f"generation {obj['generation']} of {name!r} was already recorded")
-    dataset = datasets.as_ref(datasets.latest(ctx.tx, spec.name, version))  # type: ignore[arg-type]
+    dataset = datasets.as_ref(recorded)
     trigger = {"kind": "dataset", "event_id": ctx.event.id, "source": ctx.event.source, "object": name}
     runs.create(ctx.tx, run_id=run_id, pipeline=spec.name, trigger=trigger, hyperparameters={},
                 service=DATASET_LISTENER, dataset_version=version, dataset=dataset)

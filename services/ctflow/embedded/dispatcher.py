@@ -36,11 +36,12 @@ def push_request(sub: Subscription, message: BusMessage) -> tuple[dict[str, str]
 
 
 class Dispatcher:
-    def __init__(self, ledger: Ledger, settings: Settings, urls: dict[str, str], *, workers: int = 8) -> None:
+    def __init__(self, ledger: Ledger, settings: Settings, urls: dict[str, str], wake: threading.Event, *,
+                 workers: int = 8) -> None:
         self.ledger = ledger
         self.settings = settings
         self.urls = urls
-        self.wake = threading.Event()
+        self.wake = wake  # set by LedgerBus.publish in this process; polling covers other writers
         self._client = httpx.Client(timeout=settings.bus_push_timeout_seconds)
         self._pool = ThreadPoolExecutor(workers, thread_name_prefix="bus-push")
 

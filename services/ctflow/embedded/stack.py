@@ -68,11 +68,9 @@ class EmbeddedStack:
 
     def start(self) -> None:
         logs.configure("ctflow-embedded")
-        self.dispatcher = None
         wake = threading.Event()
         self.deps = deps = bootstrap.build(self.settings, on_publish=wake.set)
-        self.dispatcher = Dispatcher(deps.ledger, self.settings, self.urls)
-        self.dispatcher.wake = wake
+        self.dispatcher = Dispatcher(deps.ledger, self.settings, self.urls, wake)
         reconcilers = []
         for name in self.services:
             module = importlib.import_module(SERVICE_MODULES[name])

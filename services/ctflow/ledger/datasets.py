@@ -11,9 +11,11 @@ from .sql import insert_ignore
 from .tables import DatasetVersion
 
 
-def record(session: Session, **values: Any) -> int | None:
+def record(session: Session, **values: Any) -> DatasetVersion | None:
     """Record a version; None when this marker generation was already recorded."""
-    return insert_ignore(session, DatasetVersion, values)
+    if insert_ignore(session, DatasetVersion, values) is None:
+        return None
+    return DatasetVersion(**values)  # what was inserted; no need to read it back
 
 
 def latest(session: Session, pipeline: str, version: str | None = None) -> DatasetVersion | None:
