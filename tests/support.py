@@ -10,12 +10,13 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
-
 from ctflow.codec import to_http_binary
 from ctflow.embedded.watcher import finalized_event
 
@@ -59,10 +60,10 @@ def gcs_event_request(bucket_root: Path, name: str, bucket: str = "local-bucket"
                       generation: str | None = None) -> tuple[dict[str, str], bytes]:
     """The binary-mode CloudEvent Eventarc delivers for an object in a local bucket folder."""
     event = finalized_event(bucket, name, (bucket_root / name).stat())
-    data = dict(event.data)
     if generation is not None:
-        data["generation"] = generation
-    event = type(event)(**{**event.__dict__, "data": data, **({"id": event_id} if event_id else {})})
+        event = replace(event, data={**event.data, "generation": generation})
+    if event_id is not None:
+        event = replace(event, id=event_id)
     return to_http_binary(event)
 
 
@@ -84,3 +85,34 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):  # type:
             return value
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout}s")
+
+
+class RecordingHandler(BaseHTTPRequestHandler):
+    """Records each POST (lower-cased headers, body) and answers with the next queued status."""
+
+    requests: list[tuple[dict[str, str], bytes]] = []
+    responses: list[int] = []
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+        body = self.rfile.read(int(self.headers["content-length"]))
+        type(self).requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
+        self.send_response(type(self).responses.pop(0) if type(self).responses else 200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def recording_server(responses: list[int], path: str = "/") -> Iterator[tuple[str, type[RecordingHandler]]]:
+    """A loopback HTTP server that records POSTs; yields (url, handler class holding `requests`)."""
+    handler = type("Recorder", (RecordingHandler,), {"requests": [], "responses": list(responses)})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}", handler
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -9,6 +9,7 @@ import httpx
 from sqlalchemy import func, select
 
 from ctflow.dataset_drop import drop_folder
+from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
 from tests.support import gcs_event_request, serving
 
@@ -39,10 +40,7 @@ def test_marker_creates_requested_run_with_generation_manifest_and_timeline(deps
         assert run.trigger["kind"] == "dataset"
         [row] = tx.scalars(select(OutboxMessage)).all()
         assert row.event_type == "ctflow.dataset.arrived.v1" and row.attributes["ce-subject"] == run_id
-    detail = listener.app.state.deps  # the ledger timeline shows state and events
-    from ctflow.ledger import runs
-
-    with detail.ledger.transaction() as tx:
+    with deps.ledger.transaction() as tx:
         names = [t.name for t in runs.timeline(tx, run_id)]
     assert names == ["requested", "google.cloud.storage.object.v1.finalized", "ctflow.dataset.arrived.v1"]
 

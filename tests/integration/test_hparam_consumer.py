@@ -27,7 +27,8 @@ def arrived(deps, listener, digits_folder):  # type: ignore[no-untyped-def]
     assert listener.post("/", content=body, headers=headers).json()["status"] == "processed"
 
 
-def _runs(deps, trigger_kind="message"):  # type: ignore[no-untyped-def]
+def _runs(deps):  # type: ignore[no-untyped-def]
+    """Runs made by hyperparameter messages (not by the dataset drop)."""
     with deps.ledger.transaction() as tx:
         return [r for r in tx.scalars(select(Run).order_by(Run.id)) if r.trigger["kind"] != "dataset"]
 

@@ -20,11 +20,11 @@ from typing import Any
 
 import jsonschema
 import pytest
+import hcl2
 import yaml
 from ctflow import events, topology
 from ctflow.settings import REPO_ROOT, Settings
 
-hcl2 = pytest.importorskip("hcl2", reason="python-hcl2 is in the dev extra")
 
 SERVICES_DIR = REPO_ROOT / "services"
 MANIFEST_DIR = REPO_ROOT / "deploy" / "cloudrun"
@@ -308,7 +308,6 @@ def test_manifest_env_is_accepted_by_gcp_settings(name, monkeypatch):
         monkeypatch.setenv(key, re.sub(r"\$\{(\w+)\}", lambda m: filled[m.group(1)], value))
     settings = Settings()
     assert settings.mode == "gcp" and settings.allowed_invokers
-    assert settings.service_name == name
     assert all(sa.endswith("@demo.iam.gserviceaccount.com") for sa in settings.allowed_invokers)
     if name == topology.STATUS_API:
         assert set(settings.service_urls) == set(topology.SERVICES) - {topology.STATUS_API}
@@ -370,8 +369,7 @@ DOCKERFILES = sorted({SERVICE_DOCKERFILE, MODEL_SERVER_DIR / "Dockerfile",
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
 def test_dockerfile_parses(path):
     """Each Dockerfile (ours, every artifact's) has known instructions, FROM first, a CMD."""
-    if not path.exists():
-        pytest.skip(f"{path.relative_to(REPO_ROOT)} is not written yet")
+    assert path.exists(), f"{path.relative_to(REPO_ROOT)} is missing"
     instructions = dockerfile_instructions(path)
     unknown = [word for word, _ in instructions if word.upper() not in DOCKERFILE_INSTRUCTIONS]
     assert not unknown, f"unknown instructions: {unknown}"
@@ -486,12 +484,10 @@ def test_terraform_services_match_topology_and_manifests():
         assert ingress[svc["ingress"]] == annotations["run.googleapis.com/ingress"], name
 
 
-def test_topics_match_topology_and_settings():
-    """Terraform makes the topics topology.py and Settings name, each with a dead-letter topic."""
+def test_topics_match_topology():
+    """Terraform makes the topics topology.py names, each with a dead-letter topic."""
     topics = {lit(t) for t in tf_locals()["topics"]}
     assert topics == {topology.EVENTS_TOPIC, topology.HPARAMS_TOPIC}
-    defaults = Settings.model_fields
-    assert {defaults["events_topic"].default, defaults["hparams_topic"].default} == topics
     dead_letter = tf_blocks("resource", "google_pubsub_topic")["dead_letter"]
     assert lit(dead_letter["name"]) == "${each.key}-dead-letter"
 

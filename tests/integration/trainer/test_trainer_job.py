@@ -3,10 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +11,7 @@ from ctflow_trainer.job import run_job
 from mlflow import MlflowClient
 
 from tests.integration.trainer.jobs import completion, curve, mlflow_runs
+from tests.support import recording_server
 
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
@@ -188,43 +185,13 @@ def test_bad_hyperparameters_are_reported_as_a_failed_run(job_env: dict[str, str
     assert "learning_rate" in completion(job_env)["data"]["error"]
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    requests: list[tuple[dict[str, str], bytes]] = []
-    responses: list[int] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-        body = self.rfile.read(int(self.headers["content-length"]))
-        type(self).requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        self.send_response(type(self).responses.pop(0) if type(self).responses else 202)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def _receiver(responses: list[int]) -> Iterator[tuple[str, type[_Recorder]]]:
-    handler = type("Receiver", (_Recorder,), {"requests": [], "responses": list(responses)})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_the_report_is_posted_as_a_binary_mode_cloudevent(job_env: dict[str, str]) -> None:
     """The receiver gets ce-* headers and JSON data (after one 503); ctflow's codec reads it."""
     from ctflow.codec import decode_request
     from ctflow.contracts import TrainingCompleted
 
     job_env.update(CTFLOW_HYPERPARAMETERS=json.dumps({"epochs": 1}), CTFLOW_TRACEPARENT=TRACEPARENT)
-    with _receiver([503]) as (url, receiver):
+    with recording_server([503]) as (url, receiver):
         job_env["CTFLOW_REPORT_URI"] = url
         assert run_job(job_env) == 0
     assert len(receiver.requests) == 2  # the 503, then the accepted retry

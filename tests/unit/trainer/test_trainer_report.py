@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from ctflow_trainer.report import EVENT_SOURCE, EVENT_TYPE, build_event, deliver
+
+from tests.support import recording_server
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -51,41 +49,10 @@ def test_http_headers_percent_encode_unsafe_characters() -> None:
     assert "ce-datacontenttype" not in headers
 
 
-class _Recorder(BaseHTTPRequestHandler):
-    responses: list[int] = []
-    requests: list[tuple[dict[str, str], bytes]] = []
-
-    def do_POST(self) -> None:  # noqa: N802 (http.server naming)
-        body = self.rfile.read(int(self.headers["content-length"]))
-        type(self).requests.append(({k.lower(): v for k, v in self.headers.items()}, body))
-        status = type(self).responses.pop(0) if type(self).responses else 200
-        self.send_response(status)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-@contextmanager
-def _server(responses: list[int]) -> Iterator[tuple[str, type[_Recorder]]]:
-    handler = type("Recorder", (_Recorder,), {"responses": list(responses), "requests": []})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-    )
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/events", handler
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_http_delivery_retries_server_errors_then_succeeds() -> None:
     """503 and 500 are retried with growing back-off until the receiver accepts."""
     sleeps: list[float] = []
-    with _server([503, 500, 204]) as (url, recorder):
+    with recording_server([503, 500, 204], path="/events") as (url, recorder):
         assert deliver(_event(), url, sleep=sleeps.append) is True
     assert len(recorder.requests) == 3
     assert sleeps == [0.5, 1.0]
@@ -98,7 +65,7 @@ def test_http_delivery_retries_server_errors_then_succeeds() -> None:
 
 def test_http_delivery_does_not_retry_a_client_error() -> None:
     """A 400 is permanent: one attempt, reported as not delivered, no exception."""
-    with _server([400]) as (url, recorder):
+    with recording_server([400], path="/events") as (url, recorder):
         assert deliver(_event(), url, sleep=lambda s: None) is False
     assert len(recorder.requests) == 1
 
