@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+
 from ctflow.codec import to_http_binary
 from ctflow.embedded.watcher import finalized_event
 

@@ -27,6 +27,7 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
         blobs = LocalFolderBlobStore(settings.bucket_dir)
         bus = LedgerBus(ledger, on_publish)
         authenticate, invoker_headers = allow_loopback, no_invoker_headers
+        make_training = _adapter("ctflow.training.local:LocalProcessBackend")
     else:
         from .auth import GoogleOidcVerifier, google_invoker_headers
         from .blobstore.gcs import GcsBlobStore
@@ -37,6 +38,7 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
         bus = PubSubBus(settings.gcp_project)
         authenticate = GoogleOidcVerifier(settings.oidc_audience, settings.allowed_invokers)
         invoker_headers = google_invoker_headers
+        make_training = _adapter("ctflow.training.vertex:VertexBackend")
     return Dependencies(
         settings=settings,
         ledger=ledger,
@@ -46,4 +48,16 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
         relay=OutboxRelay(ledger, bus),
         authenticate=authenticate,
         invoker_headers=invoker_headers,
+        make_training=make_training,
+        make_registry=_adapter("ctflow.registry:ModelRegistry"),
     )
+
+
+def _adapter(ref: str) -> Callable[[Dependencies], object]:
+    """A factory that imports `module:Class` on first use and builds it from the settings."""
+    def make(deps: Dependencies) -> object:
+        import importlib
+
+        module, _, name = ref.partition(":")
+        return getattr(importlib.import_module(module), name)(deps.settings)
+    return make

@@ -6,8 +6,9 @@ Handlers see ports only; which adapter stands behind each is decided in one plac
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .blobstore import BlobStore
@@ -15,10 +16,19 @@ if TYPE_CHECKING:
     from .bus.relay import OutboxRelay
     from .ledger import Ledger
     from .pipelines import PipelineCatalog
+    from .registry import ModelRegistry
     from .settings import Settings
+    from .training import TrainingBackend
 
 Authenticator = Callable[[Mapping[str, str]], None]
 InvokerHeaders = Callable[[str], dict[str, str]]  # headers that let this service call another URL
+AdapterFactory = Callable[["Dependencies"], Any]
+
+
+def _not_configured(what: str) -> AdapterFactory:
+    def refuse(deps: Dependencies) -> Any:
+        raise RuntimeError(f"no {what} is configured for this process")
+    return refuse
 
 
 @dataclass
@@ -31,3 +41,16 @@ class Dependencies:
     relay: OutboxRelay
     authenticate: Authenticator
     invoker_headers: InvokerHeaders
+    # Heavy clients (MLflow, Vertex AI) are imported on first use, not at start-up.
+    make_training: AdapterFactory = field(default=_not_configured("training backend"), repr=False)
+    make_registry: AdapterFactory = field(default=_not_configured("model registry"), repr=False)
+
+    @cached_property
+    def training(self) -> TrainingBackend:
+        """Where training jobs run: trainer processes (embedded) or Vertex AI CustomJobs (gcp)."""
+        return self.make_training(self)
+
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        """MLflow tracking and model registry."""
+        return self.make_registry(self)

@@ -68,6 +68,7 @@ class HandlerContext:
     payload: BaseModel | None
     run_ids: list[str] = field(default_factory=list)
     outbox_ids: list[Any] = field(default_factory=list)
+    post_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def emit(self, event: Event, topic: str = EVENTS_TOPIC) -> None:
         """Queue an outgoing event in this transaction (validated against its schema)."""
@@ -79,6 +80,14 @@ class HandlerContext:
         self.outbox_ids.append(row.id)
         if event.subject:
             runs.note_event(self.tx, event.subject, "emitted", event, self.service)
+
+    def after_commit(self, action: Callable[[], None]) -> None:
+        """Run `action` once this transaction has committed (never if it rolls back).
+
+        For external side effects (launching a job): the ledger holds the claim first,
+        so reconcile can finish an action a crash interrupted. Failures are logged.
+        """
+        self.post_commit.append(action)
 
     def touched(self, run_id: str) -> None:
         if run_id not in self.run_ids:
@@ -139,6 +148,7 @@ class Intake:
                 return self._reject(event.source, event.id, event.type, str(exc), request, replay_of)
             if ctx is not None:
                 self._publish_after_commit(ctx.outbox_ids)
+                self._run_after_commit(ctx.post_commit)
             log.info("%s %s: %s", event.type, event.id, outcome.status, extra=logs.fields(**outcome.to_json()))
             return outcome
 
@@ -186,6 +196,14 @@ class Intake:
         log.warning("dead-lettered %s from %s: %s", event_id, source, reason,
                     extra=logs.fields(dead_letter_id=letter_id))
         return Outcome("rejected", reason, dead_letter_id=letter_id)
+
+    @staticmethod
+    def _run_after_commit(actions: list[Callable[[], None]]) -> None:
+        for action in actions:
+            try:
+                action()
+            except Exception:  # noqa: BLE001 - the committed claim lets reconcile finish it
+                log.exception("an after-commit action failed; reconcile will finish it")
 
     def _publish_after_commit(self, ids: list[int]) -> None:
         failpoints.hit("after-commit")

@@ -10,7 +10,7 @@ import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -43,6 +43,17 @@ class Settings(BaseSettings):
     outbox_grace_seconds: float = 2.0
     watch_interval_seconds: float = 0.2
 
+    # Training and registry. Embedded: trainer processes, MLflow on SQLite in <home>.
+    # default embedded: sqlite:///<home>/mlflow.db. MLflow's own variable is honoured too.
+    mlflow_tracking_uri: str | None = Field(None, validation_alias=AliasChoices(
+        "mlflow_tracking_uri", "CTFLOW_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"))
+    trainer_python: str | None = None  # embedded trainer interpreter; default: this one
+    # gcp: skaffold's built images ({"trainer": "REGION-docker.pkg.dev/...@sha256:..."}).
+    images: dict[str, str] = Field(default_factory=dict)
+    trainer_service_account: str | None = None
+    vertex_api_endpoint: str | None = None  # default: <region>-aiplatform.googleapis.com
+    job_poll_grace_seconds: float = 10.0  # a job ended without reporting this long ago has failed
+
     # Where the status API sends dead-letter replays: {"dataset-listener": "http://..."}.
     service_urls: dict[str, str] = Field(default_factory=dict)
 
@@ -73,6 +84,20 @@ class Settings(BaseSettings):
     @property
     def ledger_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'ledger.db'}"
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
+
+    @property
+    def mlflow_artifact_root(self) -> Path | None:
+        """Embedded: where experiments keep artifacts (an MLflow server decides in gcp mode)."""
+        return self.home / "mlartifacts" if self.mode == "embedded" else None
+
+    @property
+    def jobs_dir(self) -> Path:
+        """Embedded: one folder per training job (logs, model, checkpoints)."""
+        return self.home / "jobs"
 
     @property
     def bucket_dir(self) -> Path:

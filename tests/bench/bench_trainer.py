@@ -53,6 +53,7 @@ def bare_loop(hp, x_train, y_train, x_val, y_val, num_classes, *, metrics: bool 
     """Plain PyTorch: shuffle, batches, Adam, per-epoch metrics; returns the time spent."""
     import torch
     import torch.nn.functional as F  # noqa: N812
+
     from ctflow_trainer.models import build_model
 
     torch.manual_seed(hp.seed)
@@ -117,6 +118,7 @@ def trainer_loop(
     import uuid
 
     import torch
+
     from ctflow_trainer.checkpoints import Checkpointer
     from ctflow_trainer.config import JobConfig
     from ctflow_trainer.outcome import Outcome
@@ -154,12 +156,13 @@ def trainer_loop(
 def main(rounds: int = ROUNDS) -> dict:
     from dataclasses import replace
 
+    from mlflow import MlflowClient
+
     from ctflow.sample_data import write_digits_dataset
     from ctflow_trainer.config import Hyperparameters
     from ctflow_trainer.data import load_verified_dataset, split
     from ctflow_trainer.logs import configure_logging
     from ctflow_trainer.runtime import configure_torch
-    from mlflow import MlflowClient
 
     workdir = Path(tempfile.mkdtemp(prefix="ctflow-bench-trainer-"))
     dataset = load_verified_dataset(str(write_digits_dataset(workdir / "digits")))

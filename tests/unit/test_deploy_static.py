@@ -18,13 +18,13 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import hcl2
 import jsonschema
 import pytest
-import hcl2
 import yaml
+
 from ctflow import events, topology
 from ctflow.settings import REPO_ROOT, Settings
-
 
 SERVICES_DIR = REPO_ROOT / "services"
 MANIFEST_DIR = REPO_ROOT / "deploy" / "cloudrun"

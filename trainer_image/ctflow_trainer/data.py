@@ -14,8 +14,8 @@ import io
 from dataclasses import dataclass
 
 import numpy as np
-from ctflow.manifest import MARKER_NAME, Manifest, ManifestError, parse_manifest, verify_files
 
+from ctflow.manifest import MARKER_NAME, Manifest, ManifestError, parse_manifest, verify_files
 from ctflow_trainer import uris
 
 TRAIN_FILE = "train.npz"

@@ -7,11 +7,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from ctflow.manifest import MARKER_NAME
 from ctflow.sample_data import write_digits_dataset
 from ctflow_trainer import uris
 from ctflow_trainer.job import run_job
-
 from tests.integration.emulators import gcs_emulator
 
 BUCKET = "ctflow-test"

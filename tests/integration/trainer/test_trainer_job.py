@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from ctflow_trainer.job import run_job
 from mlflow import MlflowClient
 
+from ctflow_trainer.job import run_job
 from tests.integration.trainer.jobs import completion, curve, mlflow_runs
 from tests.support import recording_server
 

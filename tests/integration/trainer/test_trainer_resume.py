@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
+
 from ctflow.manifest import MARKER_NAME, build_manifest
 from ctflow.sample_data import npz_bytes
 from ctflow_trainer.job import run_job
-
 from tests.integration.trainer.conftest import REPO_ROOT
 from tests.integration.trainer.jobs import completion, curve, mlflow_runs
 

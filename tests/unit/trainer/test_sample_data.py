@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from ctflow.manifest import MARKER_NAME, parse_manifest, verify_files
 from ctflow.sample_data import digits_arrays, write_digits_dataset, write_digits_holdout
 

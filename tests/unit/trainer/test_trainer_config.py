@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from ctflow_trainer.config import (
     ConfigError,
     Hyperparameters,

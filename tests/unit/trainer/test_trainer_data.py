@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from ctflow.manifest import MARKER_NAME, ManifestError, build_manifest
 from ctflow.sample_data import npz_bytes
 from ctflow_trainer import uris

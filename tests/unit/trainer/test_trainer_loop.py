@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from ctflow_trainer.checkpoints import Checkpointer, checkpoint_name
 from ctflow_trainer.config import ConfigError, Hyperparameters
 from ctflow_trainer.export import export_model

@@ -6,8 +6,8 @@ import json
 from datetime import UTC, datetime
 
 import pytest
-from ctflow_trainer.report import EVENT_SOURCE, EVENT_TYPE, build_event, deliver
 
+from ctflow_trainer.report import EVENT_SOURCE, EVENT_TYPE, build_event, deliver
 from tests.support import recording_server
 
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
