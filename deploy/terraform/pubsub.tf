@@ -19,7 +19,7 @@ locals {
     "job-launcher-push" = {
       topic        = "ctflow-events"
       service      = "job-launcher"
-      filter       = "attributes.ce-type = \"ctflow.dataset.arrived.v1\" OR attributes.ce-type = \"ctflow.training.requested.v1\""
+      filter       = "attributes.ce-type = \"ctflow.dataset.arrived.v1\" OR attributes.ce-type = \"ctflow.training.requested.v1\" OR attributes.ce-type = \"ctflow.training.completed.v1\""
       ack_deadline = 300
     }
     "completion-handler-push" = {

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from . import events  # noqa: F401 - used as subscriptions are added
+from . import events
 
 EVENTS_TOPIC = "ctflow-events"
 HPARAMS_TOPIC = "ctflow-hparams"
@@ -40,8 +40,11 @@ class Subscription:
 SUBSCRIPTIONS = (
     Subscription("dataset-listener-gcs", STORAGE_TOPIC, DATASET_LISTENER, delivery="cloudevent"),
     Subscription("hparam-consumer-push", HPARAMS_TOPIC, HPARAM_CONSUMER),
-    # job-launcher (dataset.arrived, training.requested), completion-handler (training.completed)
-    # and deployer (model.registered) subscribe here as their handlers land.
+    # The job-launcher also hears completions: a finished job frees a slot for a queued run.
+    Subscription("job-launcher-push", EVENTS_TOPIC, JOB_LAUNCHER, frozenset({
+        events.DATASET_ARRIVED, events.TRAINING_REQUESTED, events.TRAINING_COMPLETED})),
+    Subscription("completion-handler-push", EVENTS_TOPIC, COMPLETION_HANDLER, frozenset({events.TRAINING_COMPLETED})),
+    # The deployer (model.registered) subscribes here as its handlers land.
 )
 
 

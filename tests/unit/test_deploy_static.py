@@ -37,10 +37,6 @@ MODEL_SERVER_DIR = SERVICES_DIR / "model_server"
 # Subscriptions topology.py announces as "to come"; terraform creates them already. Once
 # topology.SUBSCRIPTIONS names one, topology's definition is the one checked.
 UPCOMING_SUBSCRIPTIONS = (
-    topology.Subscription("job-launcher-push", topology.EVENTS_TOPIC, topology.JOB_LAUNCHER,
-                          frozenset({events.DATASET_ARRIVED, events.TRAINING_REQUESTED})),
-    topology.Subscription("completion-handler-push", topology.EVENTS_TOPIC,
-                          topology.COMPLETION_HANDLER, frozenset({events.TRAINING_COMPLETED})),
     topology.Subscription("deployer-push", topology.EVENTS_TOPIC, topology.DEPLOYER,
                           frozenset({events.MODEL_REGISTERED})),
 )
