@@ -61,7 +61,7 @@ class EmbeddedStack:
     def endpoints(self) -> dict[str, Any]:
         return {
             **{name.replace("-", "_"): url for name, url in self.urls.items()},
-            "mlflow": str(self.settings.home / "mlflow"),
+            "mlflow": self.settings.tracking_uri,
             "bucket": str(self.settings.bucket_dir),
             "serving": {},
         }
@@ -70,6 +70,7 @@ class EmbeddedStack:
         logs.configure("ctflow-embedded")
         wake = threading.Event()
         self.deps = deps = bootstrap.build(self.settings, on_publish=wake.set)
+        self._prepare_tracking(deps)
         self.dispatcher = Dispatcher(deps.ledger, self.settings, self.urls, wake)
         reconcilers = []
         for name in self.services:
@@ -87,6 +88,13 @@ class EmbeddedStack:
         self._wait_healthy()
         self.endpoints_file.write_text(json.dumps(self.endpoints(), indent=2))
         log.info("embedded stack up", extra=logs.fields(endpoints=self.endpoints()))
+
+    @staticmethod
+    def _prepare_tracking(deps: Dependencies) -> None:
+        """Create MLflow's SQLite store and each pipeline's experiment once, before any trainer
+        process or handler opens them (two processes migrating a new store at once collide)."""
+        for name in deps.pipelines.all():
+            deps.registry.ensure_experiment(name)
 
     def _spawn(self, target, name: str) -> None:  # type: ignore[no-untyped-def]
         thread = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
