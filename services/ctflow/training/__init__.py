@@ -23,6 +23,14 @@ RUN_LABEL = "ctflow-run-id"
 PIPELINE_LABEL = "ctflow-pipeline"
 
 
+class JobRefused(Exception):
+    """The backend refused the job as specified (say, an accelerator the machine cannot take).
+
+    Sending the same request again cannot succeed, so the caller dead-letters it (the
+    message is the reason a person reads) instead of letting the event be retried.
+    """
+
+
 @dataclass(frozen=True)
 class JobRequest:
     run_id: str

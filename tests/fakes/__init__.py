@@ -1,0 +1,1 @@
+"""In-process fakes of Google APIs that have no emulator; tests drive the real client libraries against them."""
