@@ -159,7 +159,8 @@ def parser() -> argparse.ArgumentParser:
 
     def command(name: str, fn, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
         c = sub.add_parser(name, help=help, description=help)
-        c.add_argument("--home", default=os.environ.get("CTFLOW_HOME"), help="embedded state folder (default ~/.ctflow)")
+        c.add_argument("--home", default=os.environ.get("CTFLOW_HOME"),
+                       help="embedded state folder (default ~/.ctflow)")
         c.set_defaults(fn=fn)
         return c
 

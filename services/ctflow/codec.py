@@ -84,7 +84,8 @@ def to_pubsub(event: Event) -> tuple[bytes, dict[str, str]]:
     return json.dumps(event.data, separators=(",", ":")).encode(), attributes
 
 
-def push_envelope(data: bytes, attributes: Mapping[str, str], message_id: str, publish_time: str, subscription: str) -> bytes:
+def push_envelope(data: bytes, attributes: Mapping[str, str], message_id: str, publish_time: str,
+                  subscription: str) -> bytes:
     """The JSON body Pub/Sub POSTs to a push endpoint."""
     return json.dumps({
         "message": {

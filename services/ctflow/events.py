@@ -84,7 +84,8 @@ def trace_id_of(traceparent: str | None) -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
-def run_event(event_type: str, service: str, run_id: str, data: dict[str, Any], *, event_id: str | None = None) -> Event:
+def run_event(event_type: str, service: str, run_id: str, data: dict[str, Any], *,
+              event_id: str | None = None) -> Event:
     """A ctflow event about one run: subject = run id, traceparent in the run's trace."""
     return Event(
         type=event_type,

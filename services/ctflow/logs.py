@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ctflow_log_context", default={})
+_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ctflow_log_context")
 
 
 @contextmanager
 def bind(**fields: str | None) -> Iterator[None]:
-    token = _context.set({**_context.get(), **{k: v for k, v in fields.items() if v}})
+    token = _context.set({**_context.get({}), **{k: v for k, v in fields.items() if v}})
     try:
         yield
     finally:
@@ -40,7 +40,7 @@ class CloudLoggingFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "logger": record.name,
         }
-        ctx = dict(_context.get())
+        ctx = dict(_context.get({}))
         trace_id = ctx.pop("trace_id", None)
         if trace_id:
             entry["logging.googleapis.com/trace"] = (

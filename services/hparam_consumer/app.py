@@ -7,7 +7,8 @@ RECONCILERS = (relay_outbox,)
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
-    return create_service(HPARAM_CONSUMER, "hparam_consumer.handlers:HANDLERS", reconcilers=RECONCILERS, deps_factory=deps_factory)
+    return create_service(HPARAM_CONSUMER, "hparam_consumer.handlers:HANDLERS", reconcilers=RECONCILERS,
+                          deps_factory=deps_factory)
 
 
 app = create_app()

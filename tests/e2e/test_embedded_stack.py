@@ -28,7 +28,8 @@ def ctflow(home: Path, *args: str) -> subprocess.CompletedProcess:  # type: igno
 def stack(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen]]:  # type: ignore[type-arg]
     home = tmp_path / "home"
     proc = subprocess.Popen([sys.executable, "-m", "ctflow.cli", "up", "--home", str(home)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "CTFLOW_RECONCILE_INTERVAL_SECONDS": "1"})
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "CTFLOW_RECONCILE_INTERVAL_SECONDS": "1"})
     endpoints = home / "endpoints.json"
     wait_for(lambda: endpoints.exists() or proc.poll() is not None, timeout=60)
     assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
@@ -52,7 +53,8 @@ def test_drop_and_sweep_become_runs_visible_in_the_status_api(stack, digits_fold
     assert detail["dataset"]["manifest_sha256"] == dropped["manifest_sha256"] and detail["dataset"]["generation"]
     assert [t["name"] for t in detail["timeline"]][:2] == ["requested", "google.cloud.storage.object.v1.finalized"]
 
-    ctflow(home, "publish", "--pipeline", "digits", "--hparams", '{"epochs": 2}', "--sweep", '{"lr": [0.1, 0.01, 0.001]}')
+    ctflow(home, "publish", "--pipeline", "digits", "--hparams", '{"epochs": 2}',
+           "--sweep", '{"lr": [0.1, 0.01, 0.001]}')
 
     def sweep_runs():  # type: ignore[no-untyped-def]
         runs = [r for r in httpx.get(f"{api}/runs").json() if r["trigger"]["kind"] == "cli"]

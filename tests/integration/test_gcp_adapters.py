@@ -69,7 +69,8 @@ def _finalized(blob) -> tuple[dict[str, str], bytes]:  # type: ignore[no-untyped
     """The CloudEvent Eventarc sends for a GCS object, from the emulator's real metadata."""
     event = Event(type=GCS_OBJECT_FINALIZED, source=f"//storage.googleapis.com/projects/_/buckets/{BUCKET}",
                   id=f"gcs-{blob.name}-{blob.generation}", subject=f"objects/{blob.name}",
-                  data={"bucket": BUCKET, "name": blob.name, "generation": str(blob.generation), "size": str(blob.size)})
+                  data={"bucket": BUCKET, "name": blob.name, "generation": str(blob.generation),
+                        "size": str(blob.size)})
     return to_http_binary(event)
 
 

@@ -90,7 +90,8 @@ def test_invalid_messages_become_dead_letters_with_reasons(deps, consumer, arriv
     assert _runs(deps) == []
     with deps.ledger.transaction() as tx:
         letter = tx.get(DeadLetter, answer["dead_letter_id"])
-        assert letter.consumer == "hparam-consumer" and json.loads(letter.request["body"])["message"]["messageId"] == "m-bad"
+        assert letter.consumer == "hparam-consumer"
+        assert json.loads(letter.request["body"])["message"]["messageId"] == "m-bad"
 
 
 @pytest.mark.parametrize(("headers", "body", "expected"), [

@@ -81,7 +81,8 @@ class EmbeddedStack:
             self._servers.append(uvicorn.Server(config))
         self._loop_thread = threading.Thread(target=self._serve_all, name="uvicorn", daemon=True)
         self._loop_thread.start()
-        watcher = BucketWatcher(self.settings.bucket_dir, "local-bucket", deps.bus, self.settings.watch_interval_seconds)
+        watcher = BucketWatcher(self.settings.bucket_dir, "local-bucket", deps.bus,
+                                self.settings.watch_interval_seconds)
         self._spawn(self.dispatcher.run, "bus-dispatcher")
         self._spawn(watcher.run, "bucket-watcher")
         self._spawn(lambda stop: self._reconcile_loop(stop, reconcilers), "reconcile")

@@ -28,7 +28,8 @@ def latest(session: Session, pipeline: str, version: str | None = None) -> Datas
 def as_ref(dv: DatasetVersion) -> dict[str, Any]:
     """The `dataset` object carried by events and shown on runs."""
     return {
-        "version": dv.version, "uri": dv.uri, "manifest_uri": f"{dv.uri.rstrip('/')}/{dv.object_name.rsplit('/', 1)[-1]}",
+        "version": dv.version, "uri": dv.uri,
+        "manifest_uri": f"{dv.uri.rstrip('/')}/{dv.object_name.rsplit('/', 1)[-1]}",
         "manifest_sha256": dv.manifest_sha256, "generation": dv.generation, "bucket": dv.bucket,
         "total_bytes": dv.total_bytes, "files": dv.files,
     }
