@@ -103,3 +103,16 @@ class Settings(BaseSettings):
     def bucket_dir(self) -> Path:
         """The embedded bucket: a local folder that stands in for the GCS bucket."""
         return Path(self.bucket) if self.bucket else self.home / "bucket"
+
+    @property
+    def trainer_report_uri(self) -> str | None:
+        """Where training jobs report `training.completed` (the trainer's CTFLOW_REPORT_URI).
+
+        gcp: the events topic, so every subscriber (completion-handler, job-launcher) hears it.
+        Embedded: the completion-handler's URL; reconcile covers the job-launcher's part.
+        """
+        from .topology import COMPLETION_HANDLER, EVENTS_TOPIC
+
+        if self.mode == "gcp":
+            return f"pubsub://projects/{self.gcp_project}/topics/{EVENTS_TOPIC}"
+        return self.service_urls.get(COMPLETION_HANDLER)

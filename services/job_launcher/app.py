@@ -3,12 +3,20 @@
 from ctflow.service import DepsFactory, create_service, relay_outbox
 from ctflow.topology import JOB_LAUNCHER
 
-HANDLERS: dict = {}  # its event handlers arrive with the training/serving stages
-RECONCILERS = (relay_outbox,)
+
+def reconcile_jobs(deps):  # type: ignore[no-untyped-def]
+    """Finish launches, poll running jobs, start queued runs (imported on the first tick, not at start-up)."""
+    from .reconcile import reconcile_jobs as step
+
+    return step(deps)
+
+
+RECONCILERS = (relay_outbox, reconcile_jobs)
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
-    return create_service(JOB_LAUNCHER, HANDLERS, reconcilers=RECONCILERS, deps_factory=deps_factory)
+    return create_service(JOB_LAUNCHER, "job_launcher.handlers:HANDLERS", reconcilers=RECONCILERS,
+                          deps_factory=deps_factory)
 
 
 app = create_app()

@@ -1,0 +1,27 @@
+"""Hyperparameters for a retrain on new data: the champion's, else the pipeline spec's defaults.
+
+The champion's come from its model version's `ctflow.hyperparameters` tag, laid over the
+spec's defaults (a hyperparameter added to the spec since then gets its default). If the
+result breaks the spec's current schema, the defaults are used and the reason is said.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ctflow.contracts import PipelineSpec
+from ctflow.deps import Dependencies
+
+
+def retrain_hyperparameters(deps: Dependencies, spec: PipelineSpec) -> tuple[dict[str, Any], str]:
+    """(hyperparameters, where they came from, in words shown on the run)."""
+    defaults = dict(spec.hyperparameters.defaults)
+    champion = deps.registry.champion(spec.name)
+    if champion is None:
+        return defaults, "spec defaults (no champion yet)"
+    merged = {**defaults, **champion.hyperparameters}
+    problems = deps.pipelines.validator(spec).problems(merged)
+    if problems:
+        return defaults, (f"spec defaults (champion v{champion.version}'s hyperparameters break the schema: "
+                          f"{'; '.join(problems)})")
+    return merged, f"champion v{champion.version}"
