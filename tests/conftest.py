@@ -17,6 +17,14 @@ from tests.support import missing
 PG_ADMIN_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
+@pytest.fixture(autouse=True)
+def own_tracking_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process trainer runs export MLFLOW_TRACKING_URI (mlflow.set_tracking_uri does), and
+    Settings honours it: without this, one test's MLflow store would leak into the next's."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> str:
     import psycopg

@@ -3,12 +3,20 @@
 from ctflow.service import DepsFactory, create_service, relay_outbox
 from ctflow.topology import COMPLETION_HANDLER
 
-HANDLERS: dict = {}  # its event handlers arrive with the training/serving stages
-RECONCILERS = (relay_outbox,)
+
+def finish_evaluations(deps):  # type: ignore[no-untyped-def]
+    """Reconcile: finish runs a crash left in `evaluating` (the evaluation code is imported only now)."""
+    from completion_handler.finishing import finish_stuck
+
+    return finish_stuck(deps)
+
+
+RECONCILERS = (relay_outbox, finish_evaluations)
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
-    return create_service(COMPLETION_HANDLER, HANDLERS, reconcilers=RECONCILERS, deps_factory=deps_factory)
+    return create_service(COMPLETION_HANDLER, "completion_handler.handlers:HANDLERS", reconcilers=RECONCILERS,
+                          deps_factory=deps_factory)
 
 
 app = create_app()

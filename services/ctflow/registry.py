@@ -1,13 +1,21 @@
-"""The MLflow port: experiments for training runs, and the model registry with its aliases.
+"""The MLflow port: experiments and runs, and the model registry with its aliases.
 
 One registered model per pipeline (named after it). A version carries its lineage as
 tags (`ctflow.run_id`, `ctflow.hyperparameters` as JSON, dataset generation and hash,
-trigger event id, git sha, image digest, job id). The alias `champion` names what
+trigger event id, git sha, image digest, job id, ...). The alias `champion` names what
 serves; `challenger` the newest version that passed its gate.
 
+MLflow has no idempotency keys and no conditional updates, so: `register` looks a
+version up by its `ctflow.run_id` tag before creating one (the ledger's state fence
+and the completion-handler's lease keep two callers from racing past the look-up),
+and `move_alias` compares before it swaps (see there for the window that leaves).
+
 Embedded mode keeps MLflow on SQLite in <home>/mlflow.db with artifacts in
-<home>/mlartifacts; gcp mode talks to the MLflow server at MLFLOW_TRACKING_URI.
-mlflow is imported when this module is, never on a service's start-up path.
+<home>/mlartifacts; gcp mode talks to the MLflow server at MLFLOW_TRACKING_URI. A
+locked SQLite store (a trainer process writing) or a server answering 503 surfaces
+as MLflow's TEMPORARILY_UNAVAILABLE; the registry retries that a few times, then lets
+it through as a transient error. mlflow is imported when this module is, never on a
+service's start-up path.
 """
 
 from __future__ import annotations
@@ -15,9 +23,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import stamina
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -29,6 +40,24 @@ log = logging.getLogger(__name__)
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 TAG_PREFIX = "ctflow."
+RUN_TAG = f"{TAG_PREFIX}run_id"
+MODEL_FILES_PATH = "model"  # where the trainer logs model.pt, state_dict.pt, model_config.json in its run
+_MISSING = ("RESOURCE_DOES_NOT_EXIST",)
+
+
+class NotFound(LookupError):
+    """The MLflow run, artifact or registered model asked for does not exist."""
+
+
+class AliasMoved(RuntimeError):
+    """Compare-and-swap refused: the alias no longer points where the caller expected."""
+
+
+def _transient(exc: Exception) -> bool:
+    return isinstance(exc, MlflowException) and exc.error_code == "TEMPORARILY_UNAVAILABLE"
+
+
+_retry_transient = stamina.retry(on=_transient, attempts=4, timeout=60)
 
 
 @dataclass(frozen=True)
@@ -38,11 +67,27 @@ class ModelVersionRef:
     source: str
     run_id: str | None
     tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
         raw = self.tags.get(f"{TAG_PREFIX}hyperparameters")
         return json.loads(raw) if raw else {}
+
+
+@dataclass(frozen=True)
+class TrainingRun:
+    """An MLflow run as a training job left it."""
+
+    run_id: str
+    status: str
+    artifact_uri: str
+    tags: dict[str, str]
+
+    @property
+    def model_files_uri(self) -> str:
+        """The run's `model/` folder: TorchScript, state_dict and model_config.json."""
+        return f"{self.artifact_uri.rstrip('/')}/{MODEL_FILES_PATH}"
 
 
 def model_name(pipeline: str) -> str:
@@ -56,7 +101,7 @@ class ModelRegistry:
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self._lock = threading.Lock()
 
-    # ---- experiments ------------------------------------------------------------------
+    # ---- experiments and runs ---------------------------------------------------------
 
     def ensure_experiment(self, name: str) -> str:
         """The experiment's id, creating it (embedded: with its artifacts under <home>) if needed."""
@@ -73,8 +118,54 @@ class ModelRegistry:
                     raise
                 return found.experiment_id
 
+    @_retry_transient
+    def training_run(self, mlflow_run_id: str) -> TrainingRun:
+        try:
+            run = self.client.get_run(mlflow_run_id)
+        except MlflowException as exc:
+            if exc.error_code in (*_MISSING, "INVALID_PARAMETER_VALUE"):  # a malformed id names no run either
+                raise NotFound(f"MLflow run {mlflow_run_id} does not exist") from None
+            raise
+        return TrainingRun(run.info.run_id, run.info.status, run.info.artifact_uri, dict(run.data.tags))
+
+    @_retry_transient
+    def download(self, artifact_uri: str, dest: Path) -> Path:
+        """Copy an artifact folder (file://, gs://, runs:/ or models:/ URI) into `dest`."""
+        from mlflow.artifacts import download_artifacts
+
+        try:
+            return Path(download_artifacts(artifact_uri=artifact_uri, dst_path=str(dest),
+                                           tracking_uri=self.tracking_uri))
+        except MlflowException as exc:
+            if exc.error_code in _MISSING:
+                raise NotFound(f"no artifacts at {artifact_uri}") from None
+            raise
+
+    def log_run(self, experiment: str, *, run_name: str, tags: dict[str, str], metrics: dict[str, float],
+                documents: dict[str, Any]) -> str:
+        """Log one finished run (tags, metrics, JSON documents as artifacts); returns its id.
+
+        Not retried as a whole: a failure marks the run FAILED and propagates, and the
+        caller's next attempt logs a new run.
+        """
+        from mlflow.entities import Metric
+
+        experiment_id = self.ensure_experiment(experiment)
+        run_id = self.client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        try:
+            stamp = int(time.time() * 1000)
+            self.client.log_batch(run_id, metrics=[Metric(k, float(v), stamp, 0) for k, v in metrics.items()])
+            for path, document in documents.items():
+                self.client.log_dict(run_id, document, path)
+        except BaseException:
+            self.client.set_terminated(run_id, "FAILED")
+            raise
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
     # ---- registry ---------------------------------------------------------------------
 
+    @_retry_transient
     def by_alias(self, pipeline: str, alias: str) -> ModelVersionRef | None:
         try:
             mv = self.client.get_model_version_by_alias(model_name(pipeline), alias)
@@ -87,7 +178,73 @@ class ModelRegistry:
     def champion(self, pipeline: str) -> ModelVersionRef | None:
         return self.by_alias(pipeline, CHAMPION)
 
+    @_retry_transient
+    def version_for_run(self, pipeline: str, run_id: str) -> ModelVersionRef | None:
+        """The version registered for ctflow run `run_id`, if any."""
+        return self._find(pipeline, run_id)
+
+    @_retry_transient
+    def register(self, pipeline: str, *, run_id: str, source: str, mlflow_run_id: str,
+                 tags: dict[str, str]) -> ModelVersionRef:
+        """The one model version of ctflow run `run_id`: found by its tag, else created with `tags`.
+
+        The tags are written by the same call that creates the version, so a crash right
+        after it leaves a version the next attempt finds; that attempt brings the found
+        version's tags up to date (its evaluation run, say) rather than creating another.
+        """
+        found = self._find(pipeline, run_id)
+        if found is not None:
+            stale = {k: v for k, v in tags.items() if found.tags.get(k) != v}
+            for key, value in stale.items():
+                self.client.set_model_version_tag(found.name, found.version, key, value)
+            return replace(found, tags={**found.tags, **stale})
+        name = model_name(pipeline)
+        try:
+            self.client.create_registered_model(name, tags={f"{TAG_PREFIX}pipeline": pipeline},
+                                                description=f"ctflow pipeline {pipeline}")
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        mv = self.client.create_model_version(name, source, run_id=mlflow_run_id, tags={**tags, RUN_TAG: run_id})
+        log.info("registered %s version %s for run %s", name, mv.version, run_id)
+        return _ref(mv)
+
+    @_retry_transient
+    def set_alias(self, pipeline: str, alias: str, version: str) -> None:
+        self.client.set_registered_model_alias(model_name(pipeline), alias, version)
+
+    @_retry_transient
+    def move_alias(self, pipeline: str, alias: str, to_version: str, expected_current: str | None) -> None:
+        """Point `alias` at `to_version` only if it still points at `expected_current` (None: unset).
+
+        MLflow cannot update conditionally, so this reads, compares, then writes: a writer
+        that moves the alias between our read and our write (one round trip, milliseconds)
+        is overwritten. Callers that move `champion` therefore do it from one place per
+        pipeline (the deployer's rollout, itself fenced in the ledger); the compare catches
+        every move made before the caller's decision, which is the race that matters.
+        A retry after a write that did land finds the alias at `to_version` and succeeds.
+        """
+        current = self.by_alias(pipeline, alias)
+        now = current.version if current else None
+        if now == to_version:
+            return
+        if now != expected_current:
+            raise AliasMoved(f"alias {alias} of {model_name(pipeline)} points to version {now or '(none)'}, "
+                             f"not {expected_current or '(none)'} as expected; left unchanged")
+        self.client.set_registered_model_alias(model_name(pipeline), alias, to_version)
+
+    def _find(self, pipeline: str, run_id: str) -> ModelVersionRef | None:
+        if "'" in pipeline or "'" in run_id or "`" in run_id:
+            raise ValueError(f"unsafe name in a registry search: {pipeline!r}, {run_id!r}")
+        found = self.client.search_model_versions(
+            f"name = '{model_name(pipeline)}' and tags.`{RUN_TAG}` = '{run_id}'")
+        if not found:
+            return None
+        if len(found) > 1:
+            log.error("%d versions of %s carry %s=%s; using the oldest", len(found), pipeline, RUN_TAG, run_id)
+        return _ref(min(found, key=lambda mv: int(mv.version)))
+
 
 def _ref(mv: Any) -> ModelVersionRef:
     return ModelVersionRef(name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id,
-                           tags=dict(mv.tags or {}))
+                           tags=dict(mv.tags or {}), aliases=tuple(getattr(mv, "aliases", None) or ()))

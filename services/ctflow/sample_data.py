@@ -23,6 +23,9 @@ from ctflow.manifest import MARKER_NAME, build_manifest
 if TYPE_CHECKING:
     import numpy as np
 
+    from ctflow.blobstore import BlobStore
+    from ctflow.contracts import PipelineSpec
+
 HOLDOUT_SEED = 20_240_601
 HOLDOUT_FRACTION = 0.2
 TRAIN_FILE = "train.npz"
@@ -101,3 +104,25 @@ def write_digits_dataset(dest: Path, *, version: str | None = None) -> Path:
         extra["version"] = version
     _write_atomically(dest / MARKER_NAME, build_manifest(dest, [train_file], **extra))
     return dest
+
+
+def publish_digits_holdout(spec: PipelineSpec, blobs: BlobStore) -> str:
+    """Put the bundled digits holdout at `spec.holdout.uri` in the bucket unless an object is there.
+
+    Embedded mode calls this when it starts, so the completion-handler finds the pinned
+    set; an existing object is never replaced (a pinned holdout does not change under
+    a pipeline). Returns the sha256 of the object in the bucket.
+    """
+    existing = blobs.stat(spec.holdout.uri)
+    if existing is not None:
+        data = blobs.read_bytes(spec.holdout.uri, max_bytes=existing.size)
+    else:
+        x, y = digits_arrays()
+        mask = holdout_mask(y)
+        data = npz_bytes(X=x[mask], y=y[mask])
+        blobs.write_bytes(spec.holdout.uri, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+# Pipelines whose pinned holdout ships with ctflow; embedded mode publishes these at start.
+BUNDLED_HOLDOUTS = {"digits": publish_digits_holdout}

@@ -16,10 +16,10 @@ from ctflow.ledger.tables import BusMessage, OutboxMessage, Run
 from tests.support import free_port, gcs_event_request, push_request
 
 
-def _start(settings, port: int, **env: str) -> subprocess.Popen:  # type: ignore[type-arg]
+def _start(settings, port: int, app: str = "hparam_consumer.app:app", **env: str) -> subprocess.Popen:  # type: ignore[type-arg]
     environment = {**os.environ, "CTFLOW_HOME": str(settings.home), "CTFLOW_DATABASE_URL": settings.ledger_url,
                    "CTFLOW_PIPELINES_DIR": str(settings.pipelines_dir), "CTFLOW_OUTBOX_GRACE_SECONDS": "0", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "hparam_consumer.app:app", "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1",
                              "--port", str(port)], env=environment, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:

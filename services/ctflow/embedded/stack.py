@@ -70,7 +70,7 @@ class EmbeddedStack:
         logs.configure("ctflow-embedded")
         wake = threading.Event()
         self.deps = deps = bootstrap.build(self.settings, on_publish=wake.set)
-        self._prepare_tracking(deps)
+        self._prepare_pipelines(deps)
         self.dispatcher = Dispatcher(deps.ledger, self.settings, self.urls, wake)
         reconcilers = []
         for name in self.services:
@@ -91,11 +91,16 @@ class EmbeddedStack:
         log.info("embedded stack up", extra=logs.fields(endpoints=self.endpoints()))
 
     @staticmethod
-    def _prepare_tracking(deps: Dependencies) -> None:
+    def _prepare_pipelines(deps: Dependencies) -> None:
         """Create MLflow's SQLite store and each pipeline's experiment once, before any trainer
-        process or handler opens them (two processes migrating a new store at once collide)."""
-        for name in deps.pipelines.all():
+        process or handler opens them (two processes migrating a new store at once collide),
+        and publish the holdout sets that ship with ctflow into the bucket."""
+        from ..sample_data import BUNDLED_HOLDOUTS
+
+        for name, spec in deps.pipelines.all().items():
             deps.registry.ensure_experiment(name)
+            if name in BUNDLED_HOLDOUTS:
+                BUNDLED_HOLDOUTS[name](spec, deps.blobs)
 
     def _spawn(self, target, name: str) -> None:  # type: ignore[no-untyped-def]
         thread = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
