@@ -18,7 +18,7 @@ from .embedded.stack import EmbeddedStack
 from .settings import Settings
 
 # The state at which the loop is complete in this build (training, registry and serving extend it).
-GOAL_STATES = ("requested",)
+GOAL_STATES = ("registered",)
 FAILED_STATES = ("failed", "rejected", "rolled_back")
 
 
@@ -33,7 +33,7 @@ def run_demo(settings: Settings, *, timeout: float = 300) -> int:
         api = stack.urls["status-api"].rstrip("/")
         _say(f"stack up; state in {settings.home}; status API at {api}")
         _say(f"this build runs the loop up to a run in state {'/'.join(GOAL_STATES)}: "
-             "training, registration and serving are not built yet")
+             "serving (TorchServe canary rollout) is not built yet")
         spec = stack.deps.pipelines.get("digits")  # type: ignore[union-attr]
         assert spec is not None, "the bundled digits pipeline is missing"
         with tempfile.TemporaryDirectory() as tmp:

@@ -67,19 +67,17 @@ class HandlerContext:
     event: Event
     payload: BaseModel | None
     run_ids: list[str] = field(default_factory=list)
-    outbox_ids: list[Any] = field(default_factory=list)
+    outbox_rows: list[outbox.OutboxRow] = field(default_factory=list)
     post_commit: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def outbox_ids(self) -> list[int]:
+        """The outbox rows this context wrote, to publish after commit."""
+        return [row.id for row in self.outbox_rows]
 
     def emit(self, event: Event, topic: str = EVENTS_TOPIC) -> None:
         """Queue an outgoing event in this transaction (validated against its schema)."""
-        model = EVENT_PAYLOADS.get(event.type)
-        if model is not None:
-            model.model_validate(event.data)  # a bug if this fails: let it surface
-        row = outbox.add(self.tx, topic, event)
-        self.tx.flush()
-        self.outbox_ids.append(row.id)
-        if event.subject:
-            runs.note_event(self.tx, event.subject, "emitted", event, self.service)
+        self.outbox_rows.append(_write_event(self.tx, self.service, event, topic))
 
     def after_commit(self, action: Callable[[], None]) -> None:
         """Run `action` once this transaction has committed (never if it rolls back).
@@ -95,6 +93,23 @@ class HandlerContext:
 
 
 Handler = Callable[[HandlerContext], Outcome | None]
+
+
+def emit(tx: Session, service: str, event: Event, topic: str = EVENTS_TOPIC) -> int:
+    """Queue an outgoing event in transaction `tx`, validated against its schema and noted on
+    its run's timeline; returns the outbox row id to publish after commit. `HandlerContext.emit`
+    does this for handlers; work that finishes outside a handler (after commit) calls it directly."""
+    return _write_event(tx, service, event, topic).id
+
+
+def _write_event(tx: Session, service: str, event: Event, topic: str) -> outbox.OutboxRow:
+    model = EVENT_PAYLOADS.get(event.type)
+    if model is not None:
+        model.model_validate(event.data)  # a bug if this fails: let it surface
+    row = outbox.add(tx, topic, event)
+    if event.subject:
+        runs.note_event(tx, event.subject, "emitted", event, service)
+    return row
 
 
 def stored_request(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
@@ -125,29 +140,28 @@ class Intake:
         self.deps = deps
 
     def receive(self, headers: Mapping[str, str], body: bytes, *, replay_of: str | None = None) -> Outcome:
-        request = stored_request(headers, body)
-        digest = hashlib.sha256(body).hexdigest()
         limit = self.deps.settings.max_request_bytes
         if len(body) > limit:
             reason = f"request body is {len(body)} bytes, over the {limit}-byte limit"
-            return self._reject(UNPARSED_SOURCE, digest, None, reason, request, replay_of)
+            return self._reject_unparsed(headers, body, reason, replay_of)
         try:
             event = decode_request(headers, body)
         except MalformedRequest as exc:
-            return self._reject(UNPARSED_SOURCE, digest, None, str(exc), request, replay_of)
+            return self._reject_unparsed(headers, body, str(exc), replay_of)
         handler = self.handlers.get(event.type)
         if handler is None:
             handled = ", ".join(sorted(self.handlers)) or "nothing yet"
             reason = f"{self.service} does not handle events of type {event.type!r}; it handles {handled}"
-            return self._reject(event.source, event.id, event.type, reason, request, replay_of)
+            return self._reject(event.source, event.id, event.type, reason, stored_request(headers, body), replay_of)
         run_id = event.subject if event.type.startswith("ctflow.") else None
         with logs.bind(event_id=event.id, run_id=run_id, trace_id=trace_id_of(event.traceparent)):
             try:
                 outcome, ctx = self._handle(event, handler, replay_of)
             except Rejected as exc:
-                return self._reject(event.source, event.id, event.type, str(exc), request, replay_of)
+                return self._reject(event.source, event.id, event.type, str(exc), stored_request(headers, body),
+                                    replay_of)
             if ctx is not None:
-                self._publish_after_commit(ctx.outbox_ids)
+                self._publish_after_commit(ctx.outbox_rows)
                 self._run_after_commit(ctx.post_commit)
             log.info("%s %s: %s", event.type, event.id, outcome.status, extra=logs.fields(**outcome.to_json()))
             return outcome
@@ -182,6 +196,11 @@ class Intake:
         inbox.release(tx, self.service, source, event_id)
         return letter
 
+    def _reject_unparsed(self, headers: Mapping[str, str], body: bytes, reason: str, replay_of: str | None) -> Outcome:
+        """A request with no event id to dedupe on: its body's digest stands in for one."""
+        digest = hashlib.sha256(body).hexdigest()
+        return self._reject(UNPARSED_SOURCE, digest, None, reason, stored_request(headers, body), replay_of)
+
     def _reject(self, source: str, event_id: str, event_type: str | None, reason: str,
                 request: dict[str, Any], replay_of: str | None) -> Outcome:
         with self.deps.ledger.transaction() as tx:
@@ -205,9 +224,9 @@ class Intake:
             except Exception:  # noqa: BLE001 - the committed claim lets reconcile finish it
                 log.exception("an after-commit action failed; reconcile will finish it")
 
-    def _publish_after_commit(self, ids: list[int]) -> None:
+    def _publish_after_commit(self, rows: list[outbox.OutboxRow]) -> None:
         failpoints.hit("after-commit")
         try:
-            self.deps.relay.publish(ids)
+            self.deps.relay.publish_written(rows)
         except Exception:  # noqa: BLE001 - reconcile publishes what this could not
             log.exception("publishing after commit failed; reconcile will retry")

@@ -1,17 +1,27 @@
 """Embedded bus: topics and subscriptions stored in the ledger database.
 
 Publishing writes the message and one pending delivery per matching subscription in
-one transaction; the dispatcher (ctflow.embedded.dispatcher) pushes them.
+one transaction; the dispatcher (ctflow.embedded.dispatcher) pushes them. Because the
+bus lives in the ledger, the outbox relay can `write` messages inside the very
+transaction that marks their outbox rows sent, then `notify` once it has committed.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+
+from sqlalchemy.orm import Session
 
 from ..ledger import Ledger
-from ..ledger.tables import BusDelivery, BusMessage
+from ..ledger.tables import BusDelivery, BusMessage, utcnow
 from ..topology import subscriptions_for
+
+Message = tuple[str, bytes, Mapping[str, str]]  # topic, data, attributes
+
+_MESSAGES = BusMessage.__table__
+_INSERT_MESSAGES = _MESSAGES.insert().returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+_INSERT_DELIVERIES = BusDelivery.__table__.insert()
 
 
 class LedgerBus:
@@ -20,13 +30,31 @@ class LedgerBus:
         self.on_publish = on_publish  # wakes an in-process dispatcher; polling covers the rest
 
     def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
-        message_id = uuid.uuid4().hex
         with self.ledger.transaction() as tx:
-            message = BusMessage(message_id=message_id, topic=topic, data=data, attributes=dict(attributes))
-            tx.add(message)
-            tx.flush()
-            for sub in subscriptions_for(topic, dict(attributes)):
-                tx.add(BusDelivery(message_pk=message.id, subscription=sub.name, status="pending"))
+            [message_id] = self.write(tx, [(topic, data, attributes)])
+        self.notify()
+        return message_id
+
+    def write(self, tx: Session, messages: Sequence[Message]) -> list[str]:
+        """Store messages and their pending deliveries in `tx`; call `notify` after it commits."""
+        if not messages:
+            return []
+        now = utcnow()
+        message_ids = [uuid.uuid4().hex for _ in messages]
+        pks = tx.execute(_INSERT_MESSAGES, [
+            dict(message_id=mid, topic=topic, data=data, attributes=dict(attributes), published_at=now)
+            for mid, (topic, data, attributes) in zip(message_ids, messages, strict=True)
+        ]).scalars().all()
+        deliveries = [
+            dict(message_pk=pk, subscription=sub.name, status="pending", attempts=0, next_attempt_at=now,
+                 updated_at=now)
+            for pk, (topic, _, attributes) in zip(pks, messages, strict=True)
+            for sub in subscriptions_for(topic, dict(attributes))
+        ]
+        if deliveries:
+            tx.execute(_INSERT_DELIVERIES, deliveries)
+        return message_ids
+
+    def notify(self) -> None:
         if self.on_publish:
             self.on_publish()
-        return message_id

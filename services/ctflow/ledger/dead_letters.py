@@ -23,7 +23,8 @@ def get(session: Session, letter_id: str) -> DeadLetter | None:
     return session.get(DeadLetter, letter_id)
 
 
-def listing(session: Session, *, consumer: str | None = None, status: str | None = None, limit: int = 100) -> list[DeadLetter]:
+def listing(session: Session, *, consumer: str | None = None, status: str | None = None,
+            limit: int = 100) -> list[DeadLetter]:
     query = select(DeadLetter)
     if consumer:
         query = query.where(DeadLetter.consumer == consumer)

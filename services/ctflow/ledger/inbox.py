@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from ..events import Event
@@ -21,8 +21,10 @@ def claim_event(session: Session, consumer: str, event: Event, outcome: str = "p
 
 
 def set_outcome(session: Session, consumer: str, source: str, event_id: str, outcome: str) -> None:
-    row = session.query(InboxEntry).filter_by(consumer=consumer, source=source, event_id=event_id).one()
-    row.outcome = outcome
+    inbox = InboxEntry.__table__.c
+    session.execute(update(InboxEntry.__table__).where(  # type: ignore[arg-type]
+        inbox.consumer == consumer, inbox.source == source, inbox.event_id == event_id
+    ).values(outcome=outcome))
 
 
 def release(session: Session, consumer: str, source: str, event_id: str) -> None:
