@@ -9,7 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -117,3 +117,22 @@ def recording_server(responses: list[int], path: str = "/") -> Iterator[tuple[st
     finally:
         server.shutdown()
         server.server_close()
+
+
+def trainer_pids(home: Path) -> dict[str, int]:
+    """Embedded trainer processes by job folder (`<home>/jobs/<run>/<attempt>/job.json`)."""
+    found = {}
+    for record in home.glob("jobs/*/*/job.json"):
+        pid = json.loads(record.read_text()).get("pid")
+        if pid:
+            found[str(record.parent)] = int(pid)
+    return found
+
+
+def stop_trainers(home: Path) -> None:
+    """Kill what embedded trainers a test left running (they outlive the stack, as Vertex jobs do)."""
+    import signal
+
+    for pid in trainer_pids(home).values():
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)

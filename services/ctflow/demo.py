@@ -48,6 +48,11 @@ def run_demo(settings: Settings, *, timeout: float = 300) -> int:
          + (f" ({run['reason']})" if run.get("reason") else ""))
     if run["state"] in FAILED_STATES:
         return 1
+    challenger = (run.get("evaluation") or {}).get("challenger") or {}
+    if run.get("model_version"):
+        accuracy = f", holdout accuracy {challenger['accuracy']:.4f}" if "accuracy" in challenger else ""
+        _say(f"model {run['pipeline']} version {run['model_version']} is registered with alias challenger{accuracy}; "
+             f"MLflow: {settings.tracking_uri}")
     _say(f"done. Inspect with: ctflow up --home {settings.home}  then  ctflow run {run['run_id']}")
     return 0
 

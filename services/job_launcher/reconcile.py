@@ -5,10 +5,11 @@ even when the report went straight to the completion-handler (embedded mode).
 
 (a) Runs whose job is still `launching` (the after-commit launch died, or failed and was
     given back) are launched again; the lease keeps this from racing a launch under way.
-(b) Running jobs are polled. A job that ended, while its run is still `training` after
-    `job_poll_grace_seconds` and no training.completed was seen for it, gets one: the job's
-    own report if it wrote one (its delivery was lost), else a failed completion with the
-    backend's reason (crash, SIGKILL, preemption, timeout).
+(b) Running jobs are polled. A job that ended while its run is still `training`, with no
+    training.completed seen for it, gets one: a job that died without writing a report
+    (crash, SIGKILL, preemption, timeout) at once, as a failed completion with the
+    backend's reason, so the run fails within one tick; a job that wrote its report gets
+    that report re-emitted once `job_poll_grace_seconds` show its delivery was lost.
 (c) Queued runs start when their pipeline has free slots (embedded trainers report to the
     completion-handler only, so this is how a finished local job hands its slot on).
 """
@@ -68,9 +69,12 @@ def _watch(deps: Dependencies, run_id: str, pipeline: str, state: str, job: dict
         job = _refresh(deps, run_id, job)
     if state != states.TRAINING or "completion" in job:
         return False  # the run has moved on, or the job's report has been seen (or emitted) already
-    if not jobs.ended(job) or jobs.seconds_since(job["ended_at"]) < deps.settings.job_poll_grace_seconds:
+    if not jobs.ended(job):
         return False
-    event = reported_completion(deps.blobs, job.get("model_dir"), run_id) or failed_completion(run_id, pipeline, job)
+    reported = reported_completion(deps.blobs, job.get("model_dir"), run_id)
+    if reported is not None and jobs.seconds_since(job["ended_at"]) < deps.settings.job_poll_grace_seconds:
+        return False  # the job wrote its report: its own delivery may still be on the way
+    event = reported or failed_completion(run_id, pipeline, job)
     with launcher_work(deps, "report-ended-job") as ctx:
         run = runs.get(ctx.tx, run_id, for_update=True)
         if run is None or run.state != states.TRAINING or "completion" in jobs.job_of(run):
