@@ -105,10 +105,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'RUN':<34} {'PIPELINE':<12} {'STATE':<12} {'TRIGGER':<10} {'DATASET':<22} CREATED")
+    print(f"{'RUN':<34} {'PIPELINE':<12} {'STATE':<12} {'TRIGGER':<10} {'DATASET':<22} {'MODEL':<6} CREATED")
     for r in rows:
         print(f"{r['run_id']:<34} {r['pipeline']:<12} {r['state']:<12} {r['trigger'].get('kind', ''):<10} "
-              f"{(r['dataset_version'] or '-'):<22} {r['created_at']}")
+              f"{(r['dataset_version'] or '-'):<22} {(r['model_version'] or '-'):<6} {r['created_at']}")
     return 0
 
 
