@@ -44,8 +44,6 @@ UPCOMING_SUBSCRIPTIONS = (
 # CTFLOW_* variables the manifests set before ctflow.settings reads them (Settings ignores
 # unknown CTFLOW_ variables); anything else must be a Settings field, so a typo fails here.
 PROPOSED_SETTINGS = {
-    "CTFLOW_IMAGES",
-    "CTFLOW_TRAINER_SERVICE_ACCOUNT",
     "CTFLOW_IMAGE_REPO",
     "CTFLOW_SERVING_SERVICE_ACCOUNT",
     "CTFLOW_BUILD_SERVICE_ACCOUNT",
