@@ -7,8 +7,15 @@ Embedded mode binds loopback only and needs no token.
 
 from __future__ import annotations
 
+import json
+import re
+import threading
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"  # {key id: PEM certificate}
+GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
 
 
 class Unauthorized(Exception):
@@ -20,29 +27,82 @@ def allow_loopback(headers: Mapping[str, str]) -> None:
 
 
 class GoogleOidcVerifier:
-    def __init__(self, audience: str | None, allowed: Sequence[str], certs_url: str | None = None) -> None:
-        self.audience = audience
+    """Accepts a request whose bearer token is a Google-signed ID token, unexpired, issued by
+    accounts.google.com for one of `audience` (a list, or a comma-separated string), carrying
+    a verified e-mail in `allowed`.
+
+    Google's certificates are cached for their Cache-Control max-age; a token signed with a
+    key id the cache does not know refetches them (at most every `unknown_kid_refetch_seconds`).
+    """
+
+    clock_skew_seconds = 60
+    default_certs_ttl_seconds = 300.0
+    unknown_kid_refetch_seconds = 30.0
+    fetch_timeout_seconds = 10.0
+
+    def __init__(self, audience: str | Sequence[str] | None, allowed: Sequence[str],
+                 certs_url: str | None = None) -> None:
+        audiences = audience.split(",") if isinstance(audience, str) else audience or ()
+        self.audiences = [a.strip() for a in audiences if a.strip()]
+        if not self.audiences:  # google-auth would skip the audience check altogether
+            raise ValueError("gcp mode needs CTFLOW_OIDC_AUDIENCE (the audience callers mint tokens for)")
         self.allowed = frozenset(allowed)
-        self.certs_url = certs_url
+        self.certs_url = certs_url or GOOGLE_CERTS_URL
         self._request: Any = None
+        self._certs: dict[str, str] = {}
+        self._fetched_at = self._expires_at = float("-inf")
+        self._lock = threading.Lock()
 
     def __call__(self, headers: Mapping[str, str]) -> None:
-        from google.auth.transport import requests as google_requests
-        from google.oauth2 import id_token
+        from google.auth import jwt
 
         auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-        scheme, _, token = auth.partition(" ")
+        scheme, _, token = auth.strip().partition(" ")
+        token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise Unauthorized("missing bearer token")
-        if self._request is None:
-            self._request = google_requests.Request()
         try:
-            kwargs = {"certs_url": self.certs_url} if self.certs_url else {}
-            claims = id_token.verify_token(token, self._request, audience=self.audience, **kwargs)
+            kid = jwt.decode_header(token).get("kid")
+        except ValueError:  # google-auth's message would quote the token
+            raise Unauthorized("malformed bearer token") from None
+        certs = self._certs_for(kid)
+        try:
+            claims = jwt.decode(token, certs=certs, audience=self.audiences,
+                                clock_skew_in_seconds=self.clock_skew_seconds)
         except ValueError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        if not claims.get("email_verified") or claims.get("email") not in self.allowed:
-            raise Unauthorized(f"caller {claims.get('email')!r} is not an allowed invoker")
+        if claims.get("iss") not in GOOGLE_ISSUERS:
+            raise Unauthorized(f"token issuer {claims.get('iss')!r} is not Google")
+        email = claims.get("email")
+        if not isinstance(email, str) or email not in self.allowed:
+            raise Unauthorized(f"caller {email!r} is not an allowed invoker")
+        if claims.get("email_verified") not in (True, "true"):
+            raise Unauthorized(f"caller {email!r} has no verified e-mail")
+
+    def _certs_for(self, kid: object) -> dict[str, str]:
+        with self._lock:
+            now = time.monotonic()
+            unknown = isinstance(kid, str) and kid not in self._certs
+            if now >= self._expires_at or (unknown and now - self._fetched_at >= self.unknown_kid_refetch_seconds):
+                self._certs, ttl = self._fetch()
+                self._fetched_at, self._expires_at = now, now + ttl
+            return self._certs
+
+    def _fetch(self) -> tuple[dict[str, str], float]:
+        from google.auth.exceptions import TransportError
+        from google.auth.transport import requests as google_requests
+
+        if self._request is None:
+            self._request = google_requests.Request()
+        response = self._request(self.certs_url, method="GET", timeout=self.fetch_timeout_seconds)
+        try:
+            certs = json.loads(response.data) if response.status == 200 else None
+        except ValueError:
+            certs = None
+        if not isinstance(certs, dict) or "keys" in certs:
+            raise TransportError(f"no {{key id: certificate}} map at {self.certs_url} (HTTP {response.status})")
+        max_age = re.search(r"\bmax-age=(\d+)", response.headers.get("cache-control", ""))
+        return certs, float(max_age.group(1)) if max_age else self.default_certs_ttl_seconds
 
 
 def no_invoker_headers(url: str) -> dict[str, str]:

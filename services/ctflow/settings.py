@@ -74,7 +74,7 @@ class Settings(BaseSettings):
             if not loopback:
                 raise ValueError(f"embedded mode binds loopback only; CTFLOW_HOST={self.host!r} is not")
         else:
-            missing = [n for n in ("gcp_project", "bucket", "database_url") if not getattr(self, n)]
+            missing = [n for n in ("gcp_project", "bucket", "database_url", "oidc_audience") if not getattr(self, n)]
             if missing:
                 raise ValueError(f"gcp mode needs CTFLOW_{', CTFLOW_'.join(m.upper() for m in missing)}")
             if not self.allowed_invokers:

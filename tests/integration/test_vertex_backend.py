@@ -50,6 +50,7 @@ def backend(fake: FakeJobService, tmp_path_factory: pytest.TempPathFactory) -> V
     settings = Settings(
         mode="gcp", home=tmp_path_factory.mktemp("home"), gcp_project=PROJECT, gcp_region=REGION, bucket=BUCKET,
         database_url="sqlite://", allowed_invokers=[f"invoker@{PROJECT}.iam.gserviceaccount.com"],
+        oidc_audience="https://job-launcher.example.run.app",
         vertex_api_endpoint=fake.endpoint, images={"trainer": TRAINER_IMAGE}, trainer_service_account=TRAINER_SA)
     return VertexBackend(settings)
 

@@ -44,12 +44,15 @@ def test_embedded_mode_binds_loopback_only():
 
 
 def test_gcp_mode_requires_its_resources_and_invokers(monkeypatch):
-    """gcp mode without project, bucket, database or allowed invokers does not start."""
+    """gcp mode without project, bucket, database, OIDC audience or allowed invokers does not start."""
     monkeypatch.delenv("CTFLOW_DATABASE_URL", raising=False)
     with pytest.raises(ValidationError, match="CTFLOW_GCP_PROJECT"):
         Settings(mode="gcp")
-    with pytest.raises(ValidationError, match="ALLOWED_INVOKERS"):
+    with pytest.raises(ValidationError, match="CTFLOW_OIDC_AUDIENCE"):
         Settings(mode="gcp", gcp_project="p", bucket="b", database_url="postgresql://x/y", host="0.0.0.0")
+    with pytest.raises(ValidationError, match="ALLOWED_INVOKERS"):
+        Settings(mode="gcp", gcp_project="p", bucket="b", database_url="postgresql://x/y", host="0.0.0.0",
+                 oidc_audience="https://svc.run.app")
 
 
 def test_catalog_reloads_changed_specs_and_reports_bad_ones(tmp_path):
