@@ -7,7 +7,8 @@
 - Any other exception is transient: nothing is committed, and the caller answers 5xx
   so Pub/Sub retries.
 - The handler's state, inbox row and outgoing events commit together; the outbox is
-  published right after commit and again by reconcile until sent.
+  published right after commit (rows that concurrent requests committed meanwhile go
+  in the same batch, see ctflow.bus.relay) and again by reconcile until sent.
 """
 
 from __future__ import annotations

@@ -11,9 +11,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ctflow.ledger import Ledger
-from ctflow.topology import SERVICES
-from tests.bench.common import start_service, stop
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script: `python tests/bench/...`
+
+from ctflow.ledger import Ledger  # noqa: E402
+from ctflow.topology import SERVICES  # noqa: E402
+from tests.bench.common import start_service, stop  # noqa: E402
 
 ROUNDS = 7
 

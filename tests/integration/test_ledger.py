@@ -1,0 +1,130 @@
+"""The ledger's event path on SQLite and PostgreSQL: live runs, timeline order, the outbox relay.
+
+These pin what the fast paths must keep: a run from `runs.create` is a live ORM object,
+deferred timeline entries are visible and ordered, the embedded bus publishes each
+outbox row exactly once however many relays race, and SQLite writers take turns
+instead of failing or sleeping in SQLite's busy handler.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import event, func, select
+
+from ctflow import events, states
+from ctflow.bus.relay import OutboxRelay
+from ctflow.events import Event
+from ctflow.ledger import Ledger, inbox, outbox, runs
+from ctflow.ledger.tables import BusDelivery, BusMessage, OutboxMessage, Run
+from ctflow.topology import EVENTS_TOPIC
+
+
+def _create(tx, run_id: str) -> Run:  # type: ignore[no-untyped-def]
+    return runs.create(tx, run_id=run_id, pipeline="digits", trigger={"kind": "test"}, hyperparameters={"lr": 0.1},
+                       service="test", dataset_version="v1", dataset={"version": "v1"})
+
+
+def _event(n: int) -> Event:
+    return Event(type=events.TRAINING_REQUESTED, source="//ctflow/test", id=f"e-{n}", data={"n": n})
+
+
+def test_created_run_is_live_and_its_timeline_is_ordered(deps):
+    """Changes to a just-created run are saved; its timeline reads back in order, even mid-transaction."""
+    with deps.ledger.transaction() as tx:
+        run = _create(tx, "digits-live")
+        runs.transition(tx, run, states.QUEUED, "test", reason="waiting for a slot")
+        run.job = {"state": "launching"}
+        runs.note_event(tx, run.id, "received", _event(1), "test")
+        assert [(e.kind, e.name) for e in runs.timeline(tx, run.id)] == [
+            ("state", "requested"), ("state", "queued"), ("received", events.TRAINING_REQUESTED)]
+    with deps.ledger.transaction() as tx:
+        saved = runs.get(tx, "digits-live")
+        assert (saved.state, saved.job, saved.reason) == ("queued", {"state": "launching"}, "waiting for a slot")
+        assert saved.created_at is not None and saved.trace_id == run.trace_id
+        timeline = runs.timeline(tx, "digits-live")
+    assert [(e.kind, e.name) for e in timeline] == [
+        ("state", "requested"), ("state", "queued"), ("received", events.TRAINING_REQUESTED)]
+    assert timeline[1].detail == {"reason": "waiting for a slot"} and timeline[2].event_id == "e-1"
+
+
+def test_a_rolled_back_transaction_leaves_no_run_and_no_timeline(deps):
+    """Deferred timeline rows go with their transaction."""
+    with pytest.raises(RuntimeError), deps.ledger.transaction() as tx:
+        _create(tx, "digits-gone")
+        raise RuntimeError("handler failed")
+    with deps.ledger.transaction() as tx:
+        assert runs.get(tx, "digits-gone") is None and runs.timeline(tx, "digits-gone") == []
+
+
+def test_racing_relays_publish_each_outbox_row_exactly_once(deps):
+    """After-commit publishes and reconcile ticks racing over the same rows make one bus message per row."""
+    with deps.ledger.transaction() as tx:
+        rows = [outbox.add(tx, EVENTS_TOPIC, _event(n)) for n in range(24)]
+    batches = [rows[i:i + 3] for i in range(0, 24, 3)]
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(deps.relay.publish_written, batches + batches))
+        list(pool.map(lambda _: deps.relay.publish(), range(2)))
+    with deps.ledger.transaction() as tx:
+        published = [m.attributes["ce-id"] for m in tx.scalars(select(BusMessage))]
+        deliveries = tx.scalars(select(BusDelivery.subscription)).all()
+        settled = tx.execute(select(OutboxMessage.sent_at.is_not(None), OutboxMessage.attempts)).all()
+    assert sorted(published) == sorted(f"e-{n}" for n in range(24))
+    assert deliveries == ["job-launcher-push"] * 24  # what topology routes training.requested to
+    assert set(settled) == {(True, 1)}
+
+
+class FlakyBus:
+    """An outside bus (not in the ledger) that refuses one event id."""
+
+    def __init__(self, refuse: str) -> None:
+        self.refuse, self.published = refuse, []
+
+    def publish(self, topic: str, data: bytes, attributes: Mapping[str, str]) -> str:
+        if attributes["ce-id"] == self.refuse:
+            raise ConnectionError("publisher unavailable")
+        self.published.append(attributes["ce-id"])
+        return str(len(self.published))
+
+
+def test_an_outside_bus_is_called_after_commit_and_failures_wait_for_reconcile(deps):
+    """Sent rows are marked together; a failed one keeps its error and goes out on the next reconcile."""
+    bus = FlakyBus(refuse="e-1")
+    relay = OutboxRelay(deps.ledger, bus)
+    with deps.ledger.transaction() as tx:
+        rows = [outbox.add(tx, EVENTS_TOPIC, _event(n)) for n in range(3)]
+    assert relay.publish_written(rows) == 2 and bus.published == ["e-0", "e-2"]
+    with deps.ledger.transaction() as tx:
+        failed = tx.scalars(select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))).one()
+        assert (failed.event_id, failed.attempts) == ("e-1", 1) and "publisher unavailable" in failed.last_error
+    bus.refuse = ""
+    assert relay.publish() == 1 and relay.publish() == 0
+    assert bus.published == ["e-0", "e-2", "e-1"]
+
+
+def test_sqlite_writers_in_one_process_take_turns(tmp_path):
+    """With SQLite's busy timeout at zero, 8 threads writing at once still all commit: they never collide."""
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    ledger.migrate()
+    ledger.engine.dispose()
+
+    @event.listens_for(ledger.engine, "connect")
+    def _no_busy_wait(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+        dbapi_conn.execute("PRAGMA busy_timeout=0")  # a collision would fail at once: "database is locked"
+
+    start = threading.Barrier(8)
+
+    def write(worker: int) -> None:
+        start.wait()
+        for n in range(25):
+            with ledger.transaction() as tx:
+                inbox.claim(tx, "test", f"worker-{worker}", str(n), "t", "processed")
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(write, range(8)))
+    with ledger.transaction() as tx:
+        assert tx.scalar(select(func.count()).select_from(inbox.InboxEntry)) == 200
+    ledger.dispose()
