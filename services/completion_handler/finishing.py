@@ -11,7 +11,7 @@ of them works on a run at a time. Outcomes:
 - anything else (MLflow or the bucket unreachable, a locked database) is transient:
   the lease is given back with the error noted, and the next reconcile tick retries.
 
-Events go through the outbox exactly as a handler's do (`intake.emit`), published
+Events go through the outbox exactly as a handler's do (`intake.service_work`), published
 right after commit and again by reconcile until sent.
 """
 
@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from ctflow import events, failpoints, logs, states
 from ctflow.deps import Dependencies
-from ctflow.intake import emit
+from ctflow.intake import service_work
 from ctflow.ledger import runs
 from ctflow.ledger.tables import Run, utcnow
 from ctflow.registry import model_name
@@ -90,9 +90,8 @@ def _give_back(deps: Dependencies, task: lease.EvaluationTask, exc: Exception) -
 def _record(deps: Dependencies, task: lease.EvaluationTask, target: str, *, summary: dict[str, Any] | None = None,
             event: events.Event | None = None, reason: str | None = None,
             model_version: str | None = None) -> str | None:
-    outbox_ids = []
-    with deps.ledger.transaction() as tx:
-        run = lease.holder(tx, task)
+    with service_work(deps, COMPLETION_HANDLER, "record-verdict") as ctx:
+        run = lease.holder(ctx.tx, task)
         if run is None:  # the lease expired and another worker took the run over: its result stands
             log.warning("run %s: lease lost during evaluation; leaving the result to its new holder", task.run_id)
             return None
@@ -101,15 +100,11 @@ def _record(deps: Dependencies, task: lease.EvaluationTask, target: str, *, summ
                           "attempts": previous.get("attempts")}
         if model_version is not None:
             run.model_version = model_version
-        runs.transition(tx, run, target, COMPLETION_HANDLER, reason=reason,
+        runs.transition(ctx.tx, run, target, COMPLETION_HANDLER, reason=reason,
                         detail={"model_version": model_version} if model_version else None)
         if event is not None:
-            outbox_ids.append(emit(tx, COMPLETION_HANDLER, event))
+            ctx.emit(event)
     log.info("run %s is %s", task.run_id, target, extra=logs.fields(reason=reason, model_version=model_version))
-    try:
-        deps.relay.publish(outbox_ids)
-    except Exception:  # noqa: BLE001 - the reconcile relay publishes what this could not
-        log.exception("publishing the verdict of run %s failed; reconcile will retry", task.run_id)
     return target
 
 

@@ -16,7 +16,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-from collections.abc import Callable, Mapping
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,7 @@ from . import failpoints, logs
 from .codec import MalformedRequest, decode_request
 from .contracts import EVENT_PAYLOADS, explain
 from .deps import Dependencies
-from .events import Event, trace_id_of
+from .events import SOURCE_ROOT, Event, trace_id_of
 from .ledger import dead_letters, inbox, outbox, runs
 from .service import MAX_BODY
 from .topology import EVENTS_TOPIC
@@ -96,11 +98,25 @@ class HandlerContext:
 Handler = Callable[[HandlerContext], Outcome | None]
 
 
-def emit(tx: Session, service: str, event: Event, topic: str = EVENTS_TOPIC) -> int:
-    """Queue an outgoing event in transaction `tx`, validated against its schema and noted on
-    its run's timeline; returns the outbox row id to publish after commit. `HandlerContext.emit`
-    does this for handlers; work that finishes outside a handler (after commit) calls it directly."""
-    return _write_event(tx, service, event, topic).id
+WORK_EVENT_TYPE = "ctflow.service.work"  # the stand-in cause of work outside a delivery; never published
+
+
+@contextmanager
+def service_work(deps: Dependencies, service: str, what: str) -> Iterator[HandlerContext]:
+    """Ledger work a service does on its own (after a delivery's commit, on a reconcile tick).
+
+    It gets the context a handler gets, so events go out the same way: `ctx.emit` checks
+    the schema and writes the outbox row and the run's timeline in this transaction; the
+    rows are published right after commit, and the outbox relay sends whatever that misses.
+    """
+    cause = Event(type=WORK_EVENT_TYPE, source=f"{SOURCE_ROOT}/{service}", id=f"{what}-{uuid.uuid4()}")
+    with deps.ledger.transaction() as tx:
+        ctx = HandlerContext(tx, deps, service, cause, None)
+        yield ctx
+    try:
+        deps.relay.publish_written(ctx.outbox_rows)
+    except Exception:  # noqa: BLE001 - the relay's reconcile step publishes what this could not
+        log.exception("publishing after %s failed; reconcile will retry", what)
 
 
 def _write_event(tx: Session, service: str, event: Event, topic: str) -> outbox.OutboxRow:

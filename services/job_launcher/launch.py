@@ -24,13 +24,13 @@ from typing import Any
 
 from ctflow import events, states
 from ctflow.deps import Dependencies
+from ctflow.intake import service_work
 from ctflow.ledger import runs
 from ctflow.topology import JOB_LAUNCHER
 from ctflow.training import PIPELINE_LABEL, RUN_LABEL, JobRequest, JobStatus
 from ctflow.training.environment import trainer_environment
 
 from . import jobs
-from .work import launcher_work
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=120)  # longer than any create call; a launcher that died releases it by expiry
@@ -102,7 +102,7 @@ def _start(deps: Dependencies, lease: Lease) -> JobStatus:
 
 
 def _record(deps: Dependencies, run_id: str, status: JobStatus) -> bool:
-    with launcher_work(deps, "record-launch") as ctx:
+    with service_work(deps, JOB_LAUNCHER, "record-launch") as ctx:
         run = runs.get(ctx.tx, run_id, for_update=True)
         if run is None or "job_id" in jobs.job_of(run):
             return False

@@ -23,14 +23,15 @@ from sqlalchemy import select
 
 from ctflow import states
 from ctflow.deps import Dependencies
+from ctflow.intake import service_work
 from ctflow.ledger import runs
 from ctflow.ledger.tables import Run
+from ctflow.topology import JOB_LAUNCHER
 from ctflow.training import JobStatus
 
 from . import jobs, slots
 from .completions import failed_completion, reported_completion
 from .launch import launch_all
-from .work import launcher_work
 
 log = logging.getLogger(__name__)
 ACTIVE = (jobs.LAUNCHING, "pending", "running")  # job states that have not ended
@@ -56,7 +57,7 @@ def reconcile_jobs(deps: Dependencies) -> dict[str, int]:
     started = []
     for pipeline in waiting:
         if (spec := deps.pipelines.get(pipeline)) is not None:
-            with launcher_work(deps, "start-waiting") as ctx:
+            with service_work(deps, JOB_LAUNCHER, "start-waiting") as ctx:
                 started += slots.start_waiting(ctx, spec)
     report["queued_started"] = len(started)
     launch_all(deps, started)
@@ -75,7 +76,7 @@ def _watch(deps: Dependencies, run_id: str, pipeline: str, state: str, job: dict
     if reported is not None and jobs.seconds_since(job["ended_at"]) < deps.settings.job_poll_grace_seconds:
         return False  # the job wrote its report: its own delivery may still be on the way
     event = reported or failed_completion(run_id, pipeline, job)
-    with launcher_work(deps, "report-ended-job") as ctx:
+    with service_work(deps, JOB_LAUNCHER, "report-ended-job") as ctx:
         run = runs.get(ctx.tx, run_id, for_update=True)
         if run is None or run.state != states.TRAINING or "completion" in jobs.job_of(run):
             return False

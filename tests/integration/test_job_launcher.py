@@ -21,14 +21,15 @@ from sqlalchemy import select
 from ctflow import events
 from ctflow.codec import push_envelope, to_pubsub
 from ctflow.dataset_drop import drop_folder
+from ctflow.intake import service_work
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run, TimelineEntry
+from ctflow.topology import JOB_LAUNCHER
 from ctflow.training import JobRequest
 from ctflow.training.environment import trainer_environment
 from job_launcher import slots
 from job_launcher.launch import launch
 from job_launcher.reconcile import reconcile_jobs
-from job_launcher.work import launcher_work
 from tests.integration.conftest import client_for
 from tests.support import gcs_event_request, push_request, recording_server, serving, wait_for
 
@@ -322,7 +323,7 @@ def _request(consumer, hyperparameters: dict, message_id: str) -> str:  # type: 
 def _claim_without_launching(deps, consumer) -> str:  # type: ignore[no-untyped-def]
     """A run claimed by a delivery whose process died right after commit, before its after-commit launch."""
     run_id = _request(consumer, QUICK, "m-claimed")
-    with launcher_work(deps, "test-claim") as ctx:
+    with service_work(deps, JOB_LAUNCHER, "test-claim") as ctx:
         slots.claim(ctx, runs.get(ctx.tx, run_id), {})
     return run_id
 
