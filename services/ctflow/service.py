@@ -105,10 +105,14 @@ def create_service(
         except Exception:
             log.exception("warm-up failed; asking the sender to retry")
             return JSONResponse({"status": "retry", "detail": "service is not ready"}, status_code=503)
-        try:
-            deps.authenticate(request.headers)
+        try:  # in a thread: fetching Google's certificates (rarely) must not stall the event loop
+            await run_in_threadpool(deps.authenticate, request.headers)
         except Unauthorized as exc:
+            log.warning("refused an unauthenticated call to %s: %s", request.url.path, exc)
             return JSONResponse({"error": str(exc)}, status_code=401)
+        except Exception:
+            log.exception("could not check the caller's token; asking the sender to retry")
+            return JSONResponse({"status": "retry", "detail": "cannot verify callers right now"}, status_code=503)
         return deps, intake
 
     if handlers is not None:

@@ -238,7 +238,7 @@ def test_a_rotated_key_is_picked_up_but_unknown_kids_cannot_force_refetches(veri
 
 
 def test_an_unreachable_certificate_endpoint_is_an_error_not_a_bad_token(verifier, certs, keys):
-    """The service answers 500 (the sender retries) rather than 401 for a token it could not check."""
+    """A token that could not be checked is not a bad token: the service answers 503 (the sender retries)."""
     certs.status = 503
     with pytest.raises(TransportError, match="HTTP 503"):
         verifier(bearer(keys["google"].sign(claims())))
@@ -254,7 +254,7 @@ def test_a_verifier_without_an_audience_is_refused(audience):
 
 
 def test_service_in_gcp_auth_mode_needs_a_valid_token_on_post_but_not_on_healthz(
-        tmp_path: Path, pipelines_dir: Path, digits_folder: Path, verifier, keys):
+        tmp_path: Path, pipelines_dir: Path, digits_folder: Path, verifier, keys, certs):
     """dataset-listener over real HTTP, its Dependencies authenticating as in gcp mode."""
     from dataset_listener import app as listener
 
@@ -268,6 +268,11 @@ def test_service_in_gcp_auth_mode_needs_a_valid_token_on_post_but_not_on_healthz
         with serving(listener.create_app(lambda: deps)) as url, httpx.Client(base_url=url, timeout=30) as http:
             health = http.get("/healthz")  # Cloud Run's startup probe carries no token
             assert health.status_code == 200 and health.json()["status"] == "ok"
+
+            certs.status = 503  # Google's certificates cannot be fetched: "retry later", not "unauthorized"
+            answer = http.post("/", content=body, headers={**headers, **bearer(keys["google"].sign(claims()))})
+            assert answer.status_code == 503, answer.text
+            certs.status = 200
 
             for attempt in [{}, {"Authorization": "Bearer garbage"},
                             bearer(keys["google"].sign(claims(aud="https://other.run.app"))),
