@@ -10,6 +10,7 @@ import re
 import signal
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -82,6 +83,34 @@ def test_three_concurrent_deliveries_of_a_request_start_one_job(deps, launcher, 
     assert [p.name for p in (deps.settings.jobs_dir / run_id).iterdir()] == ["1"]
     assert Path(run.job["logs"]["stderr"]).exists() and run.job["model_dir"] == f"{run.job['output_uri']}/model"
     assert _emitted(deps, events.TRAINING_STARTED, run_id) == [f"training-started-{run_id}"]
+
+
+def test_three_concurrent_deliveries_start_one_vertex_custom_job(deps, consumer, arrived, tmp_path):
+    """gcp's backend behind the same handler: the real JobServiceClient against the fake JobService
+    is asked for exactly one CustomJob, labelled with the run, and reconcile polls its state."""
+    from ctflow.settings import Settings
+    from ctflow.training.vertex import VertexBackend
+    from tests.fakes.vertex_server import fake_vertex
+
+    with fake_vertex(tmp_path / "vertex", buckets={"ctflow-data": tmp_path / "gcs"}) as fake:
+        gcp = Settings(mode="gcp", home=tmp_path / "gcp", gcp_project="ctflow-test", bucket="ctflow-data",
+                       database_url="sqlite://", oidc_audience="https://job-launcher.example.run.app",
+                       allowed_invokers=["pusher@ctflow-test.iam.gserviceaccount.com"],
+                       vertex_api_endpoint=fake.endpoint)
+        on_vertex = replace(deps, make_training=lambda _: VertexBackend(gcp))
+        run_id = _request(consumer, QUICK, "m-vertex")
+        answers = _post_concurrently(on_vertex, [_push(on_vertex, events.TRAINING_REQUESTED, run_id)] * 3)
+        assert sorted(a["status"] for a in answers) == ["duplicate", "duplicate", "processed"]
+        [created] = fake.created()
+        assert created["labels"]["ctflow-run-id"] == run_id
+        job = _run(deps, run_id).job
+        assert job["backend"] == "vertex"
+        assert job["job_id"].startswith("projects/ctflow-test/locations/us-central1/customJobs/")
+        assert job["output_uri"].rstrip("/") == f"gs://ctflow-data/runs/{run_id}"
+        assert _emitted(deps, events.TRAINING_STARTED, run_id) == [f"training-started-{run_id}"]
+        wait_for(lambda: reconcile_jobs(on_vertex) is not None and _run(deps, run_id).job["state"] == "succeeded",
+                 timeout=90, interval=0.5)
+        assert len(fake.created()) == 1
 
 
 def test_racing_launches_of_a_claimed_run_start_one_job(deps, launcher, consumer, arrived):
