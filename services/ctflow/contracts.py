@@ -89,9 +89,29 @@ class ServingSpec(Strict):
 
 class ScheduleSpec(Strict):
     name: Name
-    cron: str
+    cron: str = Field(description="Five-field cron expression, as Cloud Scheduler takes it.")
     time_zone: str = "Etc/UTC"
     message: dict[str, Any]
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from croniter import croniter
+
+        if len(v.split()) != 5 or not croniter.is_valid(v):
+            raise ValueError(f"{v!r} is not a five-field cron expression")
+        return v
+
+    @field_validator("time_zone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone") from None
+        return v
 
 
 class PipelineSpec(Strict):

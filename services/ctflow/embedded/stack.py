@@ -23,6 +23,7 @@ from ..deps import Dependencies
 from ..settings import Settings
 from ..topology import SERVICES
 from .dispatcher import Dispatcher
+from .scheduler import Scheduler
 from .watcher import BucketWatcher
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class EmbeddedStack:
                                 self.settings.watch_interval_seconds)
         self._spawn(self.dispatcher.run, "bus-dispatcher")
         self._spawn(watcher.run, "bucket-watcher")
+        self._spawn(Scheduler(deps.pipelines, deps.bus).run, "scheduler")
         self._spawn(lambda stop: self._reconcile_loop(stop, reconcilers), "reconcile")
         self._wait_healthy()
         self.endpoints_file.write_text(json.dumps(self.endpoints(), indent=2))
