@@ -14,7 +14,6 @@ ended. The trainer picks CUDA itself when present. Nothing reaches a shell: argv
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -27,7 +26,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import JobRequest, JobStatus
+from . import JobRequest, JobStatus, processes
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -42,10 +41,6 @@ _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 # MLflow's run selectors (a stray MLFLOW_RUN_ID would make it resume someone else's run).
 # MLflow credentials and the like pass through.
 _NOT_INHERITED = ("CTFLOW_", "AIP_", "CLOUD_ML_", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID")
-# Popen objects of the jobs this process started, by pid. Process-wide, because being a
-# child is: a Popen dropped while running would be reaped by subprocess' own clean-up,
-# and its exit status lost.
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class LocalProcessBackend:
@@ -87,8 +82,8 @@ class LocalProcessBackend:
         with (folder / "stdout.log").open("ab") as out, (folder / "stderr.log").open("ab") as err:
             child = subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
                                      start_new_session=True, close_fds=True)
-        _CHILDREN[child.pid] = child
-        _write_record(folder, {**record, "pid": child.pid, "start_ticks": _start_ticks(child.pid),
+        processes.CHILDREN[child.pid] = child
+        _write_record(folder, {**record, "pid": child.pid, "start_ticks": processes.start_ticks(child.pid),
                                "started_at": time.time()})
 
     def status(self, job_id: str) -> JobStatus:
@@ -101,7 +96,7 @@ class LocalProcessBackend:
             if "exit" in record or not self._alive(record):
                 return
             _write_record(folder, {**record, "cancelled": {"reason": reason, "at": time.time()}})
-            _signal_group(record["pid"], signal.SIGTERM)
+            processes.signal_group(record["pid"], signal.SIGTERM)
 
     def log_locations(self, job_id: str) -> dict[str, str]:
         """Where the job's output goes (shown on the run)."""
@@ -148,12 +143,12 @@ class LocalProcessBackend:
 
     def _observe(self, folder: Path, record: dict[str, Any]) -> dict[str, Any]:
         """Refresh a job not known to have ended: adopt, reap, time out or escalate a cancel."""
-        if "pid" not in record and (pid := _labelled_process(record["job_id"])) is not None:
-            record = {**record, "pid": pid, "start_ticks": _start_ticks(pid), "started_at": time.time()}
+        if "pid" not in record and (pid := processes.labelled_process(record["job_id"])) is not None:
+            record = {**record, "pid": pid, "start_ticks": processes.start_ticks(pid), "started_at": time.time()}
             _write_record(folder, record)  # the launcher stopped between starting and recording it
         if "pid" not in record and time.time() - record["created_at"] < START_TIMEOUT_SECONDS:
             return record  # another process may be starting it right now
-        ours, code = _child_exit(record["pid"]) if "pid" in record else (False, None)
+        ours, code = processes.child_exit(record["pid"]) if "pid" in record else (False, None)
         if "pid" not in record:
             exit_info = {"returncode": None, "never_started": True}
         elif code is not None:
@@ -165,7 +160,7 @@ class LocalProcessBackend:
             return record
         record = {**record, "exit": {**exit_info, "ended_at": time.time()}}
         _write_record(folder, record)
-        _CHILDREN.pop(record.get("pid", -1), None)
+        processes.CHILDREN.pop(record.get("pid", -1), None)
         return record
 
     def _enforce_deadlines(self, folder: Path, record: dict[str, Any]) -> None:
@@ -173,13 +168,13 @@ class LocalProcessBackend:
         if cancelled is None and now - record["started_at"] > record["timeout_seconds"]:
             reason = f"timed out after {record['timeout_seconds']} s"
             _write_record(folder, {**record, "cancelled": {"reason": reason, "at": now, "timeout": True}})
-            _signal_group(record["pid"], signal.SIGTERM)
+            processes.signal_group(record["pid"], signal.SIGTERM)
         elif cancelled is not None and now - cancelled["at"] > CANCEL_GRACE_SECONDS:
-            _signal_group(record["pid"], signal.SIGKILL)
+            processes.signal_group(record["pid"], signal.SIGKILL)
 
     @staticmethod
     def _alive(record: dict[str, Any]) -> bool:
-        stat = _proc_stat(record["pid"]) if "pid" in record else None
+        stat = processes.proc_stat(record["pid"]) if "pid" in record else None
         return stat is not None and stat[0] != "Z" and stat[1] == record.get("start_ticks")
 
 
@@ -214,57 +209,6 @@ def _reported(folder: Path, record: dict[str, Any], ended_at: float) -> JobStatu
         error = (f"trainer process {record['pid']} ended without writing completion.json (killed or crashed; "
                  "its exit status was lost when the launcher restarted)")
     return JobStatus(record["job_id"], state, str(folder), error, ended_at)  # type: ignore[arg-type]
-
-
-# ---- processes (Linux /proc) -------------------------------------------------------------
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in clock ticks since boot) of a pid, or None if it is gone."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
-    return fields[0], int(fields[19])
-
-
-def _start_ticks(pid: int) -> int | None:
-    stat = _proc_stat(pid)
-    return stat[1] if stat else None
-
-
-def _child_exit(pid: int) -> tuple[bool, int | None]:
-    """(is it a child of this process, its exit code once it has ended and been reaped; negative: the signal).
-
-    For a child, only the wait tells: /proc shows a killed multi-threaded process as a
-    zombie while its threads are still exiting, and waiting reaps it once they have.
-    """
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        return True, child.poll()
-    try:
-        done, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return False, None
-    return True, os.waitstatus_to_exitcode(status) if done else None
-
-
-def _labelled_process(job_id: str) -> int | None:
-    """A live process whose environment carries this job id (the process's run label)."""
-    needle = f"\0CTFLOW_JOB_ID={job_id}\0".encode()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if needle in b"\0" + (entry / "environ").read_bytes():
-                    return int(entry.name)
-            except OSError:
-                continue
-    return None
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, sig)  # started in its own session: the pid is the group id
 
 
 def _tail(path: Path) -> str:
