@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from .sql import insert_ignore
@@ -19,10 +19,23 @@ def record(session: Session, **values: Any) -> DatasetVersion | None:
 
 
 def latest(session: Session, pipeline: str, version: str | None = None) -> DatasetVersion | None:
-    query = select(DatasetVersion).where(DatasetVersion.pipeline == pipeline)
-    if version is not None:
-        query = query.where(DatasetVersion.version == version)
-    return session.scalars(query.order_by(DatasetVersion.arrived_at.desc(), DatasetVersion.id.desc()).limit(1)).first()
+    """The newest recorded version of the pipeline (or the newest with that version name).
+
+    Read on every hyperparameter message, so the statements are built once and the row
+    comes back as a detached value (no ORM identity map work): callers only read it.
+    """
+    statement, params = (_LATEST, {"pipeline": pipeline}) if version is None else \
+        (_LATEST_NAMED, {"pipeline": pipeline, "version": version})
+    row = session.execute(statement, params).first()
+    return DatasetVersion(**row._mapping) if row is not None else None
+
+
+_COLUMNS = DatasetVersion.__table__.c
+_NEWEST_FIRST = (_COLUMNS.arrived_at.desc(), _COLUMNS.id.desc())
+_LATEST = select(*_COLUMNS).where(_COLUMNS.pipeline == bindparam("pipeline")).order_by(*_NEWEST_FIRST).limit(1)
+_LATEST_NAMED = (select(*_COLUMNS).where(_COLUMNS.pipeline == bindparam("pipeline"),
+                                          _COLUMNS.version == bindparam("version"))
+                 .order_by(*_NEWEST_FIRST).limit(1))
 
 
 def as_ref(dv: DatasetVersion) -> dict[str, Any]:
