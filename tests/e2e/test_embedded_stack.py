@@ -38,9 +38,11 @@ def test_drop_and_sweep_become_runs_visible_in_the_status_api(stack, digits_fold
         return runs if len(runs) == 3 else None
 
     swept = wait_for(sweep_runs, timeout=5)
-    # The digits pipeline trains one run at a time: the dataset's run holds the slot, the sweep waits.
-    assert len(swept) == 3 and all(r["state"] == "queued" for r in swept)
-    listing = ctflow(home, "runs", "--state", "queued").stdout
+    # The digits pipeline trains one run at a time: the sweep waits behind the dataset's run (and, on a
+    # slow machine, its first point may already have taken the slot when the dataset's run is done).
+    assert len(swept) == 3 and all(r["state"] in ("queued", "training") for r in swept)
+    assert sum(r["state"] == "queued" for r in swept) >= 2
+    listing = ctflow(home, "runs", "--pipeline", "digits").stdout
     assert all(r["run_id"] in listing for r in swept)
 
 
