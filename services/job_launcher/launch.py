@@ -27,7 +27,7 @@ from ctflow.deps import Dependencies
 from ctflow.intake import service_work
 from ctflow.ledger import runs
 from ctflow.topology import JOB_LAUNCHER
-from ctflow.training import PIPELINE_LABEL, RUN_LABEL, JobRequest, JobStatus
+from ctflow.training import PIPELINE_LABEL, RUN_LABEL, JobRefused, JobRequest, JobStatus
 from ctflow.training.environment import trainer_environment
 
 from . import jobs
@@ -124,7 +124,10 @@ def _give_back(deps: Dependencies, lease: Lease, exc: Exception) -> None:
             return
         attempts = job.get("launch_attempts", 0) + 1
         error = f"could not launch the training job: {type(exc).__name__}: {exc}"
-        if attempts >= MAX_LAUNCH_ATTEMPTS:
+        if isinstance(exc, JobRefused):  # the same request cannot succeed later: no retries
+            jobs.update_job(run, state="failed", error=error, ended_at=jobs.now(), launch_attempts=attempts,
+                            lease=None, lease_until=None)
+        elif attempts >= MAX_LAUNCH_ATTEMPTS:
             jobs.update_job(run, state="failed", error=f"{error} (gave up after {attempts} attempts)",
                             ended_at=jobs.now(), launch_attempts=attempts, lease=None, lease_until=None)
         else:

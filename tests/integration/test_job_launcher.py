@@ -85,19 +85,25 @@ def test_three_concurrent_deliveries_of_a_request_start_one_job(deps, launcher, 
     assert _emitted(deps, events.TRAINING_STARTED, run_id) == [f"training-started-{run_id}"]
 
 
+def _on_fake_vertex(deps, fake, tmp_path):  # type: ignore[no-untyped-def]
+    """`deps` launching through the real JobServiceClient against the fake JobService."""
+    from ctflow.settings import Settings
+    from ctflow.training.vertex import VertexBackend
+
+    gcp = Settings(mode="gcp", home=tmp_path / "gcp", gcp_project="ctflow-test", bucket="ctflow-data",
+                   database_url="sqlite://", oidc_audience="https://job-launcher.example.run.app",
+                   allowed_invokers=["pusher@ctflow-test.iam.gserviceaccount.com"],
+                   vertex_api_endpoint=fake.endpoint)
+    return replace(deps, make_training=lambda _: VertexBackend(gcp))
+
+
 def test_three_concurrent_deliveries_start_one_vertex_custom_job(deps, consumer, arrived, tmp_path):
     """gcp's backend behind the same handler: the real JobServiceClient against the fake JobService
     is asked for exactly one CustomJob, labelled with the run, and reconcile polls its state."""
-    from ctflow.settings import Settings
-    from ctflow.training.vertex import VertexBackend
     from tests.fakes.vertex_server import fake_vertex
 
     with fake_vertex(tmp_path / "vertex", buckets={"ctflow-data": tmp_path / "gcs"}) as fake:
-        gcp = Settings(mode="gcp", home=tmp_path / "gcp", gcp_project="ctflow-test", bucket="ctflow-data",
-                       database_url="sqlite://", oidc_audience="https://job-launcher.example.run.app",
-                       allowed_invokers=["pusher@ctflow-test.iam.gserviceaccount.com"],
-                       vertex_api_endpoint=fake.endpoint)
-        on_vertex = replace(deps, make_training=lambda _: VertexBackend(gcp))
+        on_vertex = _on_fake_vertex(deps, fake, tmp_path)
         run_id = _request(consumer, QUICK, "m-vertex")
         answers = _post_concurrently(on_vertex, [_push(on_vertex, events.TRAINING_REQUESTED, run_id)] * 3)
         assert sorted(a["status"] for a in answers) == ["duplicate", "duplicate", "processed"]
@@ -111,6 +117,25 @@ def test_three_concurrent_deliveries_start_one_vertex_custom_job(deps, consumer,
         wait_for(lambda: reconcile_jobs(on_vertex) is not None and _run(deps, run_id).job["state"] == "succeeded",
                  timeout=90, interval=0.5)
         assert len(fake.created()) == 1
+
+
+def test_a_job_vertex_refuses_fails_its_run_at_once_without_retries(deps, consumer, arrived, tmp_path):
+    """An accelerator Vertex does not know: one create request, no retry by reconcile, the run fails saying why."""
+    from tests.fakes.vertex_server import fake_vertex
+
+    spec_file = deps.settings.pipelines_dir / "digits.yaml"
+    spec_file.write_text(spec_file.read_text().replace("NVIDIA_TESLA_T4", "NVIDIA_TESLA_Z9"))
+    with fake_vertex(tmp_path / "vertex", buckets={"ctflow-data": tmp_path / "gcs"}) as fake:
+        on_vertex = _on_fake_vertex(deps, fake, tmp_path)
+        run_id = _request(consumer, QUICK, "m-refused")
+        [answer] = _post_concurrently(on_vertex, [_push(on_vertex, events.TRAINING_REQUESTED, run_id)])
+        assert answer["status"] == "processed"
+        job = _run(deps, run_id).job
+        assert (job["state"], job["launch_attempts"]) == ("failed", 1) and "NVIDIA_TESLA_Z9" in job["error"]
+        assert reconcile_jobs(on_vertex)["completions_emitted"] == 1
+        assert reconcile_jobs(on_vertex)["jobs_launched"] == 0 and fake.created() == []
+    [event] = _outbox_events(deps, events.TRAINING_COMPLETED, run_id)
+    assert event["data"]["status"] == "failed" and "unknown accelerator_type" in event["data"]["error"]
 
 
 def test_racing_launches_of_a_claimed_run_start_one_job(deps, launcher, consumer, arrived):

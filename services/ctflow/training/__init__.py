@@ -26,8 +26,8 @@ PIPELINE_LABEL = "ctflow-pipeline"
 class JobRefused(Exception):
     """The backend refused the job as specified (say, an accelerator the machine cannot take).
 
-    Sending the same request again cannot succeed, so the caller dead-letters it (the
-    message is the reason a person reads) instead of letting the event be retried.
+    Sending the same request again cannot succeed, so the job-launcher fails the run at
+    once with this message as the reason, instead of retrying the launch.
     """
 
 
