@@ -113,10 +113,25 @@ def service_work(deps: Dependencies, service: str, what: str) -> Iterator[Handle
     with deps.ledger.transaction() as tx:
         ctx = HandlerContext(tx, deps, service, cause, None)
         yield ctx
+    after_commit(ctx)
+
+
+def after_commit(ctx: HandlerContext) -> None:
+    """What follows a committed transaction: publish its outbox rows, then run its queued actions.
+
+    Failures are logged, not raised: the outbox relay publishes what this could not, and
+    the committed claims let reconcile finish an interrupted action.
+    """
+    failpoints.hit("after-commit")
     try:
-        deps.relay.publish_written(ctx.outbox_rows)
-    except Exception:  # noqa: BLE001 - the relay's reconcile step publishes what this could not
-        log.exception("publishing after %s failed; reconcile will retry", what)
+        ctx.deps.relay.publish_written(ctx.outbox_rows)
+    except Exception:  # noqa: BLE001
+        log.exception("publishing after commit failed; reconcile will retry")
+    for action in ctx.post_commit:
+        try:
+            action()
+        except Exception:  # noqa: BLE001
+            log.exception("an after-commit action failed; reconcile will finish it")
 
 
 def _write_event(tx: Session, service: str, event: Event, topic: str) -> outbox.OutboxRow:
@@ -178,8 +193,7 @@ class Intake:
                 return self._reject(event.source, event.id, event.type, str(exc), stored_request(headers, body),
                                     replay_of)
             if ctx is not None:
-                self._publish_after_commit(ctx.outbox_rows)
-                self._run_after_commit(ctx.post_commit)
+                after_commit(ctx)
             log.info("%s %s: %s", event.type, event.id, outcome.status, extra=logs.fields(**outcome.to_json()))
             return outcome
 
@@ -232,18 +246,3 @@ class Intake:
         log.warning("dead-lettered %s from %s: %s", event_id, source, reason,
                     extra=logs.fields(dead_letter_id=letter_id))
         return Outcome("rejected", reason, dead_letter_id=letter_id)
-
-    @staticmethod
-    def _run_after_commit(actions: list[Callable[[], None]]) -> None:
-        for action in actions:
-            try:
-                action()
-            except Exception:  # noqa: BLE001 - the committed claim lets reconcile finish it
-                log.exception("an after-commit action failed; reconcile will finish it")
-
-    def _publish_after_commit(self, rows: list[outbox.OutboxRow]) -> None:
-        failpoints.hit("after-commit")
-        try:
-            self.deps.relay.publish_written(rows)
-        except Exception:  # noqa: BLE001 - reconcile publishes what this could not
-            log.exception("publishing after commit failed; reconcile will retry")
