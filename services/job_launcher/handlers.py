@@ -1,9 +1,10 @@
 """Training requests and dataset arrivals become training jobs; finished jobs free their slots.
 
 - training.requested (hparam-consumer) and dataset.arrived (dataset-listener) name a run
-  that already exists in state `requested`. A dataset arrival trains with the champion's
-  hyperparameters (else the spec's defaults). The run claims a slot and its job launches
-  after commit, or it waits in the queue (slots.py).
+  that already exists in state `requested`. The run claims a slot and its job launches
+  after commit, or it waits in the queue (slots.py). A dataset arrival's hyperparameters
+  (the champion's, else the spec's defaults) are chosen at launch (launch.py), outside
+  this transaction: asking the registry must not hold the ledger's locks.
 - training.completed notes on the run that its job ended (the completion-handler owns the
   run's state from here) and starts the oldest waiting runs of the pipeline.
 
@@ -13,35 +14,31 @@ id); one for a run that does not exist, or of another pipeline, is a dead letter
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
 from ctflow import events, states
-from ctflow.contracts import DatasetArrived, PipelineSpec, TrainingCompleted, TrainingRequested
+from ctflow.contracts import DatasetArrived, TrainingCompleted, TrainingRequested
 from ctflow.intake import HandlerContext, Outcome, Rejected
 from ctflow.ledger import runs
 from ctflow.topology import JOB_LAUNCHER
 
 from . import jobs, slots
 from .launch import launch_all
-from .retrain import retrain_hyperparameters
 
 if TYPE_CHECKING:
     from ctflow.ledger.tables import Run
 
-# Fills in the run's hyperparameters if the trigger left that to the launcher; says where they came from.
-Preparation = Callable[[HandlerContext, "Run", PipelineSpec], str]
 
 
 def on_training_requested(ctx: HandlerContext) -> Outcome:
     request: TrainingRequested = ctx.payload  # type: ignore[assignment]
-    return _launch_or_queue(ctx, request.run_id, request.pipeline, _requested_hyperparameters)
+    return _launch_or_queue(ctx, request.run_id, request.pipeline)
 
 
 def on_dataset_arrived(ctx: HandlerContext) -> Outcome:
     arrived: DatasetArrived = ctx.payload  # type: ignore[assignment]
-    return _launch_or_queue(ctx, arrived.run_id, arrived.pipeline, _retrain_hyperparameters)
+    return _launch_or_queue(ctx, arrived.run_id, arrived.pipeline)
 
 
 def on_training_completed(ctx: HandlerContext) -> Outcome:
@@ -61,7 +58,7 @@ def on_training_completed(ctx: HandlerContext) -> Outcome:
     return Outcome("processed", f"the job of run {run.id} ended ({done.status}); {waiting}")
 
 
-def _launch_or_queue(ctx: HandlerContext, run_id: str, pipeline: str, hyperparameters: Preparation) -> Outcome:
+def _launch_or_queue(ctx: HandlerContext, run_id: str, pipeline: str) -> Outcome:
     slots.lock_pipeline(ctx.tx, pipeline)  # before the row lock: every slot decision locks in this order
     spec = ctx.deps.pipelines.get(pipeline)
     if spec is None:
@@ -71,22 +68,10 @@ def _launch_or_queue(ctx: HandlerContext, run_id: str, pipeline: str, hyperparam
         return Outcome("duplicate", f"run {run.id} is already {run.state}; nothing to launch")
     if not (run.dataset or {}).get("uri"):
         raise Rejected(f"run {run.id} has no dataset version to train on")
-    state = slots.admit(ctx, run, spec, {"hyperparameters": hyperparameters(ctx, run, spec)})
+    state = slots.admit(ctx, run, spec, {})
     if state == states.TRAINING:
         ctx.after_commit(partial(launch_all, ctx.deps, [run.id]))
     return Outcome("processed", f"run {run.id} is {state}" + (f": {run.reason}" if run.reason else ""))
-
-
-def _requested_hyperparameters(ctx: HandlerContext, run: Run, spec: PipelineSpec) -> str:
-    return "from the training request"  # the hparam-consumer validated and recorded them
-
-
-def _retrain_hyperparameters(ctx: HandlerContext, run: Run, spec: PipelineSpec) -> str:
-    if run.hyperparameters:
-        return "as recorded on the run"
-    run.hyperparameters, source = retrain_hyperparameters(ctx.deps, spec)
-    run.trigger = {**run.trigger, "hyperparameters_from": source}
-    return source
 
 
 def _run(ctx: HandlerContext, run_id: str, pipeline: str) -> Run:

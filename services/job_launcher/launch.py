@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +31,7 @@ from ctflow.training import PIPELINE_LABEL, RUN_LABEL, JobRefused, JobRequest, J
 from ctflow.training.environment import trainer_environment
 
 from . import jobs
+from .retrain import retrain_hyperparameters
 
 log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=120)  # longer than any create call; a launcher that died releases it by expiry
@@ -47,6 +48,7 @@ class Lease:
     hyperparameters: dict[str, Any]
     dataset_uri: str | None
     trigger_event_id: str | None
+    retrain: bool  # a dataset arrival whose hyperparameters are chosen at launch (retrain.py)
 
 
 def launch_all(deps: Dependencies, run_ids: list[str]) -> int:
@@ -66,7 +68,7 @@ def launch(deps: Dependencies, run_id: str) -> bool:
     if lease is None:
         return False
     try:
-        status = deps.training.find(run_id) or _start(deps, lease)
+        status = deps.training.find(run_id) or _start(deps, _with_hyperparameters(deps, lease))
     except Exception as exc:
         _give_back(deps, lease, exc)
         raise
@@ -83,8 +85,27 @@ def _take_lease(deps: Dependencies, run_id: str) -> Lease | None:
             return None  # another launch holds it
         token = uuid.uuid4().hex
         jobs.update_job(run, lease=token, lease_until=jobs.iso(datetime.now(UTC) + LEASE))
+        retrain = run.trigger.get("kind") == "dataset" and not run.hyperparameters
         return Lease(token, run.id, run.pipeline, dict(run.hyperparameters), (run.dataset or {}).get("uri"),
-                     run.trigger.get("event_id"))
+                     run.trigger.get("event_id"), retrain)
+
+
+def _with_hyperparameters(deps: Dependencies, lease: Lease) -> Lease:
+    """A retrain's hyperparameters, chosen now (the registry is asked outside any ledger
+    transaction) and recorded on the run, with where they came from, before the job starts."""
+    if not lease.retrain:
+        return lease
+    spec = deps.pipelines.get(lease.pipeline)
+    if spec is None:
+        raise LookupError(f"pipeline {lease.pipeline!r} has no spec any more")
+    hyperparameters, source = retrain_hyperparameters(deps, spec)
+    with deps.ledger.transaction() as tx:
+        run = runs.get(tx, lease.run_id, for_update=True)
+        if run is None or jobs.job_of(run).get("lease") != lease.token:
+            raise LookupError(f"run {lease.run_id}: the launch lease was lost while choosing hyperparameters")
+        run.hyperparameters = hyperparameters
+        run.trigger = {**run.trigger, "hyperparameters_from": source}
+    return replace(lease, hyperparameters=hyperparameters, retrain=False)
 
 
 def _start(deps: Dependencies, lease: Lease) -> JobStatus:

@@ -24,7 +24,7 @@ from ctflow.codec import push_envelope, to_pubsub
 from ctflow.dataset_drop import drop_folder
 from ctflow.intake import service_work
 from ctflow.ledger import runs
-from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run, TimelineEntry
+from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
 from ctflow.topology import JOB_LAUNCHER
 from ctflow.training import JobRequest
 from ctflow.training.environment import trainer_environment
@@ -235,7 +235,6 @@ def test_a_dataset_arrival_without_a_champion_trains_with_the_spec_defaults(deps
     run, spec = _run(deps, arrived), deps.pipelines.get("digits")
     assert run.hyperparameters == spec.hyperparameters.defaults
     assert run.trigger["hyperparameters_from"] == "spec defaults (no champion yet)"
-    assert _state_detail(deps, arrived, "training")["hyperparameters"] == "spec defaults (no champion yet)"
     env = _process_environment(run.job)
     assert json.loads(env["CTFLOW_HYPERPARAMETERS"]) == spec.hyperparameters.defaults
     assert {k: env[k] for k in ("CTFLOW_RUN_ID", "CTFLOW_PIPELINE", "CTFLOW_DATASET_URI", "CTFLOW_TRIGGER_EVENT_ID",
@@ -437,14 +436,6 @@ def _deliver_event(launcher, structured: dict) -> dict:  # type: ignore[no-untyp
 def _run(deps, run_id: str) -> Run:  # type: ignore[no-untyped-def]
     with deps.ledger.transaction() as tx:
         return runs.get(tx, run_id)
-
-
-def _state_detail(deps, run_id: str, state: str) -> dict:  # type: ignore[no-untyped-def]
-    with deps.ledger.transaction() as tx:
-        entries = tx.scalars(select(TimelineEntry).where(TimelineEntry.run_id == run_id, TimelineEntry.kind == "state",
-                                                         TimelineEntry.name == state))
-        [entry] = list(entries)
-        return entry.detail
 
 
 def _pid(job: dict) -> int:
