@@ -56,8 +56,7 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
 def _adapter(ref: str) -> Callable[[Dependencies], object]:
     """A factory that imports `module:Class` on first use and builds it from the settings."""
     def make(deps: Dependencies) -> object:
-        import importlib
+        from .service import load_ref
 
-        module, _, name = ref.partition(":")
-        return getattr(importlib.import_module(module), name)(deps.settings)
+        return load_ref(ref)(deps.settings)
     return make

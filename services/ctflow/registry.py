@@ -42,7 +42,8 @@ CHALLENGER = "challenger"
 TAG_PREFIX = "ctflow."
 RUN_TAG = f"{TAG_PREFIX}run_id"
 MODEL_FILES_PATH = "model"  # where the trainer logs model.pt, state_dict.pt, model_config.json in its run
-_MISSING = ("RESOURCE_DOES_NOT_EXIST",)
+# What MLflow answers for a run, model or alias that is not there (a malformed id names nothing either).
+_MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 
 
 class NotFound(LookupError):
@@ -67,7 +68,6 @@ class ModelVersionRef:
     source: str
     run_id: str | None
     tags: dict[str, str] = field(default_factory=dict)
-    aliases: tuple[str, ...] = ()
 
     @property
     def hyperparameters(self) -> dict[str, Any]:
@@ -123,7 +123,7 @@ class ModelRegistry:
         try:
             run = self.client.get_run(mlflow_run_id)
         except MlflowException as exc:
-            if exc.error_code in (*_MISSING, "INVALID_PARAMETER_VALUE"):  # a malformed id names no run either
+            if exc.error_code in _MISSING:
                 raise NotFound(f"MLflow run {mlflow_run_id} does not exist") from None
             raise
         return TrainingRun(run.info.run_id, run.info.status, run.info.artifact_uri, dict(run.data.tags))
@@ -170,18 +170,13 @@ class ModelRegistry:
         try:
             mv = self.client.get_model_version_by_alias(model_name(pipeline), alias)
         except MlflowException as exc:
-            if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            if exc.error_code in _MISSING:
                 return None
             raise
         return _ref(mv)
 
     def champion(self, pipeline: str) -> ModelVersionRef | None:
         return self.by_alias(pipeline, CHAMPION)
-
-    @_retry_transient
-    def version_for_run(self, pipeline: str, run_id: str) -> ModelVersionRef | None:
-        """The version registered for ctflow run `run_id`, if any."""
-        return self._find(pipeline, run_id)
 
     @_retry_transient
     def register(self, pipeline: str, *, run_id: str, source: str, mlflow_run_id: str,
@@ -247,4 +242,4 @@ class ModelRegistry:
 
 def _ref(mv: Any) -> ModelVersionRef:
     return ModelVersionRef(name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id,
-                           tags=dict(mv.tags or {}), aliases=tuple(getattr(mv, "aliases", None) or ()))
+                           tags=dict(mv.tags or {}))

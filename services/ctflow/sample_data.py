@@ -79,11 +79,16 @@ def _write_atomically(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def write_digits_holdout(dest_file: Path) -> str:
-    """Write the pinned holdout set to `dest_file` and return its sha256."""
+def digits_holdout_bytes() -> bytes:
+    """The pinned holdout set as npz bytes (reproducible: its sha256 is pinned in digits.yaml)."""
     x, y = digits_arrays()
     mask = holdout_mask(y)
-    data = npz_bytes(X=x[mask], y=y[mask])
+    return npz_bytes(X=x[mask], y=y[mask])
+
+
+def write_digits_holdout(dest_file: Path) -> str:
+    """Write the pinned holdout set to `dest_file` and return its sha256."""
+    data = digits_holdout_bytes()
     _write_atomically(Path(dest_file), data)
     return hashlib.sha256(data).hexdigest()
 
@@ -106,22 +111,15 @@ def write_digits_dataset(dest: Path, *, version: str | None = None) -> Path:
     return dest
 
 
-def publish_digits_holdout(spec: PipelineSpec, blobs: BlobStore) -> str:
+def publish_digits_holdout(spec: PipelineSpec, blobs: BlobStore) -> None:
     """Put the bundled digits holdout at `spec.holdout.uri` in the bucket unless an object is there.
 
     Embedded mode calls this when it starts, so the completion-handler finds the pinned
     set; an existing object is never replaced (a pinned holdout does not change under
-    a pipeline). Returns the sha256 of the object in the bucket.
+    a pipeline, and the evaluation checks it against the pin).
     """
-    existing = blobs.stat(spec.holdout.uri)
-    if existing is not None:
-        data = blobs.read_bytes(spec.holdout.uri, max_bytes=existing.size)
-    else:
-        x, y = digits_arrays()
-        mask = holdout_mask(y)
-        data = npz_bytes(X=x[mask], y=y[mask])
-        blobs.write_bytes(spec.holdout.uri, data)
-    return hashlib.sha256(data).hexdigest()
+    if blobs.stat(spec.holdout.uri) is None:
+        blobs.write_bytes(spec.holdout.uri, digits_holdout_bytes())
 
 
 # Pipelines whose pinned holdout ships with ctflow; embedded mode publishes these at start.

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -41,7 +41,8 @@ def relay_outbox(deps: Dependencies) -> dict:
     return {"outbox_published": sent}
 
 
-def _load(ref: str) -> Any:
+def load_ref(ref: str) -> Any:
+    """The object a "module:attribute" reference names, imported on demand."""
     module, _, attr = ref.partition(":")
     return getattr(importlib.import_module(module), attr)
 
@@ -62,8 +63,12 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
 
 
 async def dependencies(request: Request) -> Dependencies:
-    """FastAPI dependency: the service's Dependencies, once warm-up has built them."""
-    deps, _ = await request.app.state.warmup.get()
+    """FastAPI dependency: the service's Dependencies, once warm-up has built them (503 until then)."""
+    try:
+        deps, _ = await request.app.state.warmup.get()
+    except Exception:
+        log.exception("warm-up failed; asking the caller to retry")
+        raise HTTPException(503, "service is not ready") from None
     return deps
 
 
@@ -83,7 +88,7 @@ def create_service(
         deps = getattr(app.state, "deps", None) or (deps_factory or _build_default)()
         app.state.deps = deps
         logs.configure(name, deps.settings.gcp_project)  # trace ids become projects/P/traces/T
-        table = _load(handlers) if isinstance(handlers, str) else handlers
+        table = load_ref(handlers) if isinstance(handlers, str) else handlers
         return deps, (Intake(name, table, deps) if table is not None else None)
 
     @asynccontextmanager

@@ -35,8 +35,8 @@ def test_one_version_per_run_however_often_it_is_registered(registry, register):
     first = register("run-a", **{"ctflow.git_sha": "aaa"})
     assert register("run-a", **{"ctflow.git_sha": "aaa"}).version == first.version == "1"
     assert register("run-b").version == "2"
-    assert registry.version_for_run("digits", "run-a").tags["ctflow.run_id"] == "run-a"
-    assert registry.version_for_run("digits", "run-c") is None
+    stored = registry.client.search_model_versions("name = 'digits'")
+    assert sorted((str(v.version), v.tags["ctflow.run_id"]) for v in stored) == [("1", "run-a"), ("2", "run-b")]
 
 
 def test_move_alias_swaps_only_from_the_expected_version(registry, register):

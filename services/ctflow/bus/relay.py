@@ -37,14 +37,12 @@ class OutboxRelay:
         self._after_commit: Coalescer[int, set[int]] = Coalescer(
             lambda ids: self._publish_in_ledger(ids, timedelta(0)))
 
-    def publish(self, ids: Sequence[int] | None = None, *, older_than: timedelta = timedelta(0)) -> int:
-        """Publish the given (or all due) unsent rows; returns how many were sent."""
-        if ids is not None and not ids:
-            return 0
+    def publish(self, *, older_than: timedelta = timedelta(0)) -> int:
+        """Publish every unsent row at least `older_than` old (the reconcile step); returns how many."""
         if self._in_ledger:
-            return len(self._publish_in_ledger(ids, older_than))
+            return len(self._publish_in_ledger(None, older_than))
         with self.ledger.transaction() as tx:
-            rows = outbox.unsent(tx, ids=list(ids) if ids is not None else None, older_than=older_than)
+            rows = outbox.unsent(tx, older_than=older_than)
         return len(self._publish_then_mark(rows))
 
     def publish_written(self, rows: Sequence[OutboxRow]) -> int:

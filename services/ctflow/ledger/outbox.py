@@ -55,13 +55,9 @@ def add(session: Session, topic: str, event: Event) -> OutboxRow:
     return OutboxRow(row_id, topic, event.id, event.type, data, attributes)
 
 
-def unsent(session: Session, *, older_than: timedelta = timedelta(0), limit: int = 500,
-           ids: list[int] | None = None) -> list[OutboxMessage]:
-    query = select(OutboxMessage).where(OutboxMessage.sent_at.is_(None))
-    if ids is not None:
-        query = query.where(OutboxMessage.id.in_(ids))
-    else:
-        query = query.where(OutboxMessage.created_at <= utcnow() - older_than)
+def unsent(session: Session, *, older_than: timedelta = timedelta(0), limit: int = 500) -> list[OutboxMessage]:
+    query = select(OutboxMessage).where(OutboxMessage.sent_at.is_(None),
+                                        OutboxMessage.created_at <= utcnow() - older_than)
     return list(session.scalars(query.order_by(OutboxMessage.id).limit(limit)))
 
 
@@ -81,11 +77,10 @@ def take_unsent(session: Session, *, older_than: timedelta = timedelta(0), limit
     return sorted((OutboxRow(*row) for row in taken), key=lambda row: row.id)
 
 
-def mark_sent(session: Session, row_ids: int | Sequence[int], when: datetime | None = None) -> None:
-    """Mark one or many rows sent (rows already sent are left as they were)."""
-    ids = [row_ids] if isinstance(row_ids, int) else list(row_ids)
+def mark_sent(session: Session, ids: Sequence[int], when: datetime | None = None) -> None:
+    """Mark rows sent (rows already sent are left as they were)."""
     if ids:
-        session.execute(_MARK_SENT, {"ids": ids, "now": when or utcnow()})
+        session.execute(_MARK_SENT, {"ids": list(ids), "now": when or utcnow()})
 
 
 def mark_failed(session: Session, row_id: int, error: str) -> None:

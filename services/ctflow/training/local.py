@@ -89,13 +89,13 @@ class LocalProcessBackend:
     def status(self, job_id: str) -> JobStatus:
         return self._status(self._folder(job_id))
 
-    def cancel(self, job_id: str, reason: str = "cancelled") -> None:
+    def cancel(self, job_id: str) -> None:
         folder = self._folder(job_id)
         with self._lock:
             record = _read_record(folder)
             if "exit" in record or not self._alive(record):
                 return
-            _write_record(folder, {**record, "cancelled": {"reason": reason, "at": time.time()}})
+            _write_record(folder, {**record, "cancelled": {"reason": "cancelled", "at": time.time()}})
             processes.signal_group(record["pid"], signal.SIGTERM)
 
     def log_locations(self, job_id: str) -> dict[str, str]:
