@@ -32,6 +32,16 @@ ROLLOUT_ADVANCED = "ctflow.rollout.advanced.v1"
 ROLLOUT_PROMOTED = "ctflow.rollout.promoted.v1"
 ROLLOUT_ROLLED_BACK = "ctflow.rollout.rolled_back.v1"
 
+# The training job's report (the trainer sends it; the job-launcher re-sends it, or a failure
+# in its place, under the same id, so the completion-handler's inbox sees one event per run).
+TRAINER_SOURCE = f"{SOURCE_ROOT}/trainer"
+COMPLETION_FILE = "completion.json"  # the report as the job leaves it next to its model (AIP_MODEL_DIR)
+
+
+def training_completed_id(run_id: str) -> str:
+    return f"training-completed-{run_id}"
+
+
 CTFLOW_TYPES = (
     DATASET_ARRIVED, TRAINING_REQUESTED, TRAINING_STARTED, TRAINING_COMPLETED,
     MODEL_REGISTERED, MODEL_REJECTED, ROLLOUT_STARTED, ROLLOUT_ADVANCED,

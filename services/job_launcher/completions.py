@@ -23,28 +23,22 @@ from ctflow.events import Event
 from ctflow.topology import JOB_LAUNCHER
 
 log = logging.getLogger(__name__)
-COMPLETION_FILE = "completion.json"
 MAX_REPORT_BYTES = 1024 * 1024
-
-
-def completion_event_id(run_id: str) -> str:
-    """The id the trainer gives its report; a report made here for the same run uses it too."""
-    return f"training-completed-{run_id}"
 
 
 def reported_completion(blobs: BlobStore, model_dir: str | None, run_id: str) -> Event | None:
     """The training.completed event the job left in its model folder, if any and if it is this run's."""
-    raw = _read(blobs, f"{model_dir.rstrip('/')}/{COMPLETION_FILE}") if model_dir else None
+    raw = _read(blobs, f"{model_dir.rstrip('/')}/{events.COMPLETION_FILE}") if model_dir else None
     if raw is None:
         return None
     try:
         event = decode_request({"content-type": "application/cloudevents+json"}, raw)
         report = TrainingCompleted.model_validate(event.data)
     except (MalformedRequest, ValidationError) as exc:
-        log.warning("ignoring the unreadable %s of run %s: %s", COMPLETION_FILE, run_id, exc)
+        log.warning("ignoring the unreadable %s of run %s: %s", events.COMPLETION_FILE, run_id, exc)
         return None
     if event.type != events.TRAINING_COMPLETED or event.subject != run_id or report.run_id != run_id:
-        log.warning("ignoring a %s in %s that is not run %s's report", COMPLETION_FILE, model_dir, run_id)
+        log.warning("ignoring a %s in %s that is not run %s's report", events.COMPLETION_FILE, model_dir, run_id)
         return None
     return event
 
@@ -54,7 +48,7 @@ def failed_completion(run_id: str, pipeline: str, job: dict[str, Any]) -> Event:
     data = {"run_id": run_id, "pipeline": pipeline, "status": "failed", "error": error, "metrics": {},
             "job_id": job.get("job_id"), "model_dir": job.get("model_dir")}
     return events.run_event(events.TRAINING_COMPLETED, JOB_LAUNCHER, run_id, data,
-                            event_id=completion_event_id(run_id))
+                            event_id=events.training_completed_id(run_id))
 
 
 def _read(blobs: BlobStore, uri: str) -> bytes | None:

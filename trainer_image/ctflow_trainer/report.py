@@ -21,10 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+from ctflow.events import COMPLETION_FILE, TRAINER_SOURCE, TRAINING_COMPLETED, training_completed_id
+
 log = logging.getLogger("ctflow_trainer")
-EVENT_TYPE = "ctflow.training.completed.v1"
-EVENT_SOURCE = "//ctflow/trainer"
-COMPLETION_FILE = "completion.json"
+EVENT_TYPE = TRAINING_COMPLETED
+EVENT_SOURCE = TRAINER_SOURCE
 _RETRYABLE_STATUS = {408, 429}
 # CloudEvents HTTP binding 3.1.3.2: printable ASCII except space, '"' and '%' go as is.
 _HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
@@ -69,7 +70,7 @@ def build_event(
     stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
     attributes = {
         "specversion": "1.0",
-        "id": f"training-completed-{run_id}",
+        "id": training_completed_id(run_id),
         "source": EVENT_SOURCE,
         "type": EVENT_TYPE,
         "subject": run_id,
