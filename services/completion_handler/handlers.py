@@ -23,8 +23,8 @@ from ctflow.topology import COMPLETION_HANDLER
 
 from . import lease
 
-# States a run is in once its training has ended (or never will start): a completion now is a repeat.
-_ALREADY_COMPLETED = frozenset(states.ALL) - {states.REQUESTED, states.QUEUED, states.TRAINING, states.SUPERSEDED}
+# A completion for a run in these states is not a repeat (its training never began): "ignored".
+_NOT_YET_TRAINING = frozenset({states.REQUESTED, states.QUEUED, states.SUPERSEDED})
 
 
 def on_training_completed(ctx: HandlerContext) -> Outcome:
@@ -40,11 +40,10 @@ def on_training_completed(ctx: HandlerContext) -> Outcome:
                        f"the ledger says {run.pipeline!r}")
     runs.note_event(ctx.tx, run.id, "received", ctx.event, COMPLETION_HANDLER)
     ctx.touched(run.id)
-    if run.state in _ALREADY_COMPLETED:
-        return Outcome("duplicate", f"run {run.id} is already {run.state}; "
-                                    f"{ctx.event.id} from {ctx.event.source} changes nothing")
-    if run.state != states.TRAINING:
-        return Outcome("ignored", f"run {run.id} is {run.state}, not training; {ctx.event.id} changes nothing")
+    if run.state != states.TRAINING:  # the fence: only a training run takes a completion
+        status = "ignored" if run.state in _NOT_YET_TRAINING else "duplicate"
+        return Outcome(status, f"run {run.id} is {run.state}, not training; "
+                               f"{ctx.event.id} from {ctx.event.source} changes nothing")
 
     if done.metrics:
         run.metrics = dict(done.metrics)

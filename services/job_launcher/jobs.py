@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ctflow import states
+from ctflow import events, states
 from ctflow.training import ENDED
 
 if TYPE_CHECKING:
@@ -48,16 +48,15 @@ def status_fields(status: JobStatus, backend: TrainingBackend) -> dict[str, Any]
     """What a backend's JobStatus adds to the job record."""
     fields: dict[str, Any] = {"backend": backend.name, "job_id": status.job_id, "state": status.state,
                               "output_uri": status.output_uri, "model_dir": status.model_dir, "error": status.error}
-    log_locations = getattr(backend, "log_locations", None)  # local processes keep logs in files
-    if callable(log_locations):
-        fields["logs"] = log_locations(status.job_id)
+    if status.logs:
+        fields["logs"] = status.logs
     if status.ended:
         fields["ended_at"] = iso(datetime.fromtimestamp(status.ended_at, UTC)) if status.ended_at else now()
     return fields
 
 
 def now() -> str:
-    return iso(datetime.now(UTC))
+    return events.now_iso()
 
 
 def iso(moment: datetime) -> str:

@@ -281,7 +281,7 @@ def test_failed_completion_fails_the_run_and_a_late_success_changes_nothing(prep
     assert (run.state, run.reason) == ("failed", "training failed: trainer process was killed by SIGKILL")
 
     late = handler.post("/", content=trained.reports["good"], headers=STRUCTURED).json()
-    assert late["status"] == "duplicate" and late["detail"].startswith(f"run {run_id} is already failed;")
+    assert late["status"] == "duplicate" and late["detail"].startswith(f"run {run_id} is failed, not training;")
     assert run_of(deps, run_id).state == "failed"
     assert versions(deps) == [] and evaluation_runs(deps) == []
     assert handler.post("/", content=body, headers=headers).json()["status"] == "duplicate"  # inbox dedup

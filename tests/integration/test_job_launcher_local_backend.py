@@ -56,7 +56,7 @@ def test_a_failing_trainer_reports_its_exit_code_and_the_end_of_stderr(backend, 
     ended = _wait_until_ended(backend, started.job_id)
     assert ended.state == "failed" and ended.error.startswith("trainer exited with code 1: ")
     assert "learning_rate" in ended.error and not marker.exists()
-    logs = backend.log_locations(started.job_id)
+    logs = started.logs
     assert "learning_rate" in Path(logs["stderr"]).read_text()
     assert json.loads((Path(ended.model_dir) / "completion.json").read_text())["data"]["status"] == "failed"
 

@@ -51,6 +51,7 @@ class JobStatus:
     output_uri: str  # base output folder: model/ and checkpoints/ live under it
     error: str | None = None  # why it failed, in words a person understands
     ended_at: float | None = None  # epoch seconds, when known
+    logs: dict[str, str] | None = None  # where the job's output is, when the backend keeps it (local: files)
 
     @property
     def ended(self) -> bool:

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -98,11 +99,6 @@ class LocalProcessBackend:
             _write_record(folder, {**record, "cancelled": {"reason": "cancelled", "at": time.time()}})
             processes.signal_group(record["pid"], signal.SIGTERM)
 
-    def log_locations(self, job_id: str) -> dict[str, str]:
-        """Where the job's output goes (shown on the run)."""
-        folder = self._folder(job_id)
-        return {"stdout": str(folder / "stdout.log"), "stderr": str(folder / "stderr.log")}
-
     # ---- job folders --------------------------------------------------------------------
 
     def _run_folder(self, run_id: str) -> Path:
@@ -139,7 +135,8 @@ class LocalProcessBackend:
             record = _read_record(folder)
             if "exit" not in record:
                 record = self._observe(folder, record)
-        return _as_status(folder, record)
+        logs = {"stdout": str(folder / "stdout.log"), "stderr": str(folder / "stderr.log")}
+        return replace(_as_status(folder, record), logs=logs)
 
     def _observe(self, folder: Path, record: dict[str, Any]) -> dict[str, Any]:
         """Refresh a job not known to have ended: adopt, reap, time out or escalate a cancel."""
