@@ -106,17 +106,25 @@ class RecordingHandler(BaseHTTPRequestHandler):
 
 
 @contextmanager
-def recording_server(responses: list[int], path: str = "/") -> Iterator[tuple[str, type[RecordingHandler]]]:
-    """A loopback HTTP server that records POSTs; yields (url, handler class holding `requests`)."""
-    handler = type("Recorder", (RecordingHandler,), {"requests": [], "responses": list(responses)})
+def http_server(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A threading http.server with `handler` on a loopback port; yields its base URL (no trailing /)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}{path}", handler
+        yield f"http://127.0.0.1:{server.server_address[1]}"
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def recording_server(responses: list[int], path: str = "/") -> Iterator[tuple[str, type[RecordingHandler]]]:
+    """A loopback HTTP server that records POSTs; yields (url, handler class holding `requests`)."""
+    handler = type("Recorder", (RecordingHandler,), {"requests": [], "responses": list(responses)})
+    with http_server(handler) as base:
+        yield f"{base}{path}", handler
 
 
 def trainer_pids(home: Path) -> dict[str, int]:

@@ -32,7 +32,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -413,14 +413,11 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def fake_vertex(workdir: Path, **options: Any) -> Iterator[FakeJobService]:
     """Serve a FakeJobService on a loopback port; `service.endpoint` is its http:// URL."""
+    from tests.support import http_server
+
     service = FakeJobService(workdir, **options)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), type("VertexHandler", (_Handler,), {"service": service}))
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    service.endpoint = f"http://127.0.0.1:{server.server_address[1]}"
     try:
-        yield service
+        with http_server(type("VertexHandler", (_Handler,), {"service": service})) as service.endpoint:
+            yield service
     finally:
-        server.shutdown()
-        server.server_close()
         service.close()

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -32,7 +31,7 @@ from ctflow import auth, bootstrap
 from ctflow.auth import GoogleOidcVerifier, Unauthorized
 from ctflow.dataset_drop import drop_folder
 from ctflow.settings import Settings
-from tests.support import gcs_event_request, serving
+from tests.support import gcs_event_request, http_server, serving
 
 AUDIENCE = "https://dataset-listener-123456.us-central1.run.app"
 EVENTARC_AUDIENCE = "https://dataset-listener-abcdef-uc.a.run.app"  # the hash-style URL Eventarc may use
@@ -100,16 +99,10 @@ def certs(keys: dict[str, Key]) -> Iterator[CertsEndpoint]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    endpoint.url = f"http://127.0.0.1:{server.server_address[1]}/oauth2/v1/certs"
-    endpoint.publish(keys["google"])
-    try:
+    with http_server(Handler) as base:
+        endpoint.url = f"{base}/oauth2/v1/certs"
+        endpoint.publish(keys["google"])
         yield endpoint
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture

@@ -1,20 +1,11 @@
-"""Fixtures for trainer jobs against real MLflow (SQLite) and the bundled digits sample.
-
-Also puts trainer_image/ on sys.path: the repo's pyproject does not package the
-trainer yet.
-"""
+"""Fixtures for trainer jobs against real MLflow (SQLite) and the bundled digits sample."""
 
 from __future__ import annotations
 
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-
-REPO_ROOT = Path(__file__).resolve().parents[3]
-if str(REPO_ROOT / "trainer_image") not in sys.path:
-    sys.path.insert(0, str(REPO_ROOT / "trainer_image"))
 
 
 @pytest.fixture(scope="session")

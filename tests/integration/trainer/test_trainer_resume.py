@@ -18,7 +18,6 @@ import numpy as np
 from ctflow.manifest import MARKER_NAME, build_manifest
 from ctflow.sample_data import npz_bytes
 from ctflow_trainer.job import run_job
-from tests.integration.trainer.conftest import REPO_ROOT
 from tests.integration.trainer.jobs import completion, curve, mlflow_runs
 
 HPARAMS = json.dumps({"epochs": 5, "patience": 50})
@@ -40,10 +39,9 @@ def _slow_version(source: Path, dest: Path) -> Path:
 
 
 def _start(env: dict[str, str], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
-    path = os.pathsep.join([str(REPO_ROOT / "trainer_image"), str(REPO_ROOT / "services")])
-    return subprocess.Popen(
+    return subprocess.Popen(  # the trainer is installed with the project (pyproject packages trainer_image/)
         [sys.executable, "-m", "ctflow_trainer"],
-        env={**os.environ, **env, "PYTHONPATH": path},
+        env={**os.environ, **env},
         stdout=subprocess.DEVNULL,
         stderr=stderr,
     )
