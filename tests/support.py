@@ -6,6 +6,9 @@ import base64
 import json
 import os
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 
@@ -22,6 +26,7 @@ from ctflow.codec import to_http_binary
 from ctflow.embedded.watcher import finalized_event
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def missing(component: str, why: str) -> None:
@@ -144,3 +149,41 @@ def stop_trainers(home: Path) -> None:
     for pid in trainer_pids(home).values():
         with suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
+
+
+def start_service(module: str, env: dict[str, str], port: int | None = None,
+                  timeout: float = 60) -> tuple[subprocess.Popen, float, int]:  # type: ignore[type-arg]
+    """`uvicorn module` in its own process as its container runs it; (process, seconds to first 200 on
+    /healthz, port). Fails at once, with the process's stderr, if it exits before answering."""
+    port = port or free_port()
+    started = time.perf_counter()
+    errors = tempfile.TemporaryFile()  # noqa: SIM115 - outlives this call; a pipe could fill and block the service
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
+         "--no-access-log"],
+        cwd=REPO_ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=errors,
+    )
+    with httpx.Client() as client:
+        while time.perf_counter() - started < timeout:
+            try:
+                if client.get(f"http://127.0.0.1:{port}/healthz", timeout=0.5).status_code == 200:
+                    return proc, time.perf_counter() - started, port
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None:
+                break
+            time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    errors.seek(0)
+    raise RuntimeError(f"{module} did not start (exit {proc.returncode}): "
+                       f"{errors.read().decode(errors='replace')[-2000:]}")
+
+
+def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run as a script:
 
 from ctflow.ledger import Ledger  # noqa: E402
 from ctflow.topology import SERVICES  # noqa: E402
-from tests.bench.common import start_service, stop  # noqa: E402
+from tests.support import start_service, stop  # noqa: E402
 
 ROUNDS = 7
 

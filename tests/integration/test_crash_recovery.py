@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
-import time
 
 import httpx
 import pytest
@@ -13,23 +10,14 @@ from sqlalchemy import select
 
 from ctflow.dataset_drop import drop_folder
 from ctflow.ledger.tables import BusMessage, OutboxMessage, Run
-from tests.support import free_port, gcs_event_request, push_request
+from tests.support import free_port, gcs_event_request, push_request, start_service
 
 
 def _start(settings, port: int, app: str = "hparam_consumer.app:app", **env: str) -> subprocess.Popen:  # type: ignore[type-arg]
-    environment = {**os.environ, "CTFLOW_HOME": str(settings.home), "CTFLOW_DATABASE_URL": settings.ledger_url,
+    environment = {"CTFLOW_HOME": str(settings.home), "CTFLOW_DATABASE_URL": settings.ledger_url,
                    "CTFLOW_PIPELINES_DIR": str(settings.pipelines_dir), "CTFLOW_OUTBOX_GRACE_SECONDS": "0", **env}
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1",
-                             "--port", str(port)], env=environment, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200:
-                return proc
-        except httpx.HTTPError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"service did not start: {proc.stderr.read().decode() if proc.stderr else ''}")
+    proc, _, _ = start_service(app, environment, port, timeout=30)
+    return proc
 
 
 def test_sigkill_between_commit_and_publish_then_restart_delivers_outbox(deps, listener, digits_folder):
