@@ -100,23 +100,29 @@ class ModelRegistry:
         self.artifact_root = settings.mlflow_artifact_root
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self._lock = threading.Lock()
+        self._experiments: dict[str, str] = {}  # name -> id: experiments are not deleted under ctflow
 
     # ---- experiments and runs ---------------------------------------------------------
 
     def ensure_experiment(self, name: str) -> str:
         """The experiment's id, creating it (embedded: with its artifacts under <home>) if needed."""
         with self._lock:
+            if name not in self._experiments:
+                self._experiments[name] = self._find_or_create_experiment(name)
+            return self._experiments[name]
+
+    def _find_or_create_experiment(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        location = (self.artifact_root / name).as_uri() if self.artifact_root else None
+        try:
+            return self.client.create_experiment(name, artifact_location=location)
+        except MlflowException:  # another process created it first
             found = self.client.get_experiment_by_name(name)
-            if found is not None:
-                return found.experiment_id
-            location = (self.artifact_root / name).as_uri() if self.artifact_root else None
-            try:
-                return self.client.create_experiment(name, artifact_location=location)
-            except MlflowException:  # another process created it first
-                found = self.client.get_experiment_by_name(name)
-                if found is None:
-                    raise
-                return found.experiment_id
+            if found is None:
+                raise
+            return found.experiment_id
 
     @_retry_transient
     def training_run(self, mlflow_run_id: str) -> TrainingRun:
