@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ctflow.blobstore import split_gs_uri
 from ctflow.contracts import HoldoutSpec
 
 if TYPE_CHECKING:
@@ -98,9 +99,9 @@ def load_holdout(spec: HoldoutSpec, blobs: BlobStore) -> Holdout:
 
 
 def _object_name(uri: str, bucket: str) -> str:
-    if not uri.startswith("gs://"):
+    if (parts := split_gs_uri(uri)) is None:
         return uri
-    holder, _, name = uri[len("gs://"):].partition("/")
+    holder, name = parts
     if holder != bucket:
         raise EvaluationError(f"holdout {uri} is in bucket {holder!r}; this deployment reads bucket {bucket!r}")
     return name

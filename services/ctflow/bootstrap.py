@@ -6,6 +6,7 @@ Handlers and services receive a `Dependencies` and never learn which mode they r
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from .bus.relay import OutboxRelay
 from .deps import Dependencies
@@ -13,29 +14,23 @@ from .ledger import Ledger
 from .pipelines import PipelineCatalog
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from .blobstore import BlobStore
+    from .bus import MessageBus
+
 
 def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | None = None) -> Dependencies:
     settings = settings or Settings()
-    ledger = Ledger(settings.ledger_url)
+    ledger = embedded_ledger(settings) if settings.mode == "embedded" else Ledger(settings.ledger_url)
+    bus = message_bus(settings, ledger, on_publish)
     if settings.mode == "embedded":
         from .auth import allow_loopback, no_invoker_headers
-        from .blobstore.local import LocalFolderBlobStore
-        from .bus.ledger_bus import LedgerBus
 
-        settings.home.mkdir(parents=True, exist_ok=True)
-        ledger.migrate()
-        blobs = LocalFolderBlobStore(settings.bucket_dir)
-        bus = LedgerBus(ledger, on_publish)
         authenticate, invoker_headers = allow_loopback, no_invoker_headers
         make_training = _adapter("ctflow.training.local:LocalProcessBackend")
     else:
         from .auth import GoogleOidcVerifier, google_invoker_headers
-        from .blobstore.gcs import GcsBlobStore
-        from .bus.pubsub_bus import PubSubBus
 
-        assert settings.bucket and settings.gcp_project  # enforced by Settings
-        blobs = GcsBlobStore(settings.bucket, project=settings.gcp_project)
-        bus = PubSubBus(settings.gcp_project)
         authenticate = GoogleOidcVerifier(settings.oidc_audience, settings.allowed_invokers)
         invoker_headers = google_invoker_headers
         make_training = _adapter("ctflow.training.vertex:VertexBackend")
@@ -43,7 +38,7 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
         settings=settings,
         ledger=ledger,
         pipelines=PipelineCatalog(settings.pipelines_dir),
-        blobs=blobs,
+        blobs=blob_store(settings),
         bus=bus,
         relay=OutboxRelay(ledger, bus),
         authenticate=authenticate,
@@ -51,6 +46,40 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
         make_training=make_training,
         make_registry=_adapter("ctflow.registry:ModelRegistry"),
     )
+
+
+def embedded_ledger(settings: Settings) -> Ledger:
+    """The embedded ledger in <home>, created and migrated on first use."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(settings.ledger_url)
+    ledger.migrate()
+    return ledger
+
+
+def blob_store(settings: Settings) -> BlobStore:
+    """The bucket: a local folder (embedded) or the GCS bucket (gcp)."""
+    if settings.mode == "embedded":
+        from .blobstore.local import LocalFolderBlobStore
+
+        return LocalFolderBlobStore(settings.bucket_dir)
+    from .blobstore.gcs import GcsBlobStore
+
+    if not settings.bucket:
+        raise ValueError("gcp mode needs a bucket: set CTFLOW_BUCKET (or pass --bucket)")
+    return GcsBlobStore(settings.bucket, project=settings.gcp_project)
+
+
+def message_bus(settings: Settings, ledger: Ledger | None, on_publish: Callable[[], None] | None = None) -> MessageBus:
+    """The bus: stored in the ledger (embedded, which needs `ledger`) or Pub/Sub (gcp)."""
+    if settings.mode == "embedded":
+        from .bus.ledger_bus import LedgerBus
+
+        assert ledger is not None, "the embedded bus lives in the ledger"
+        return LedgerBus(ledger, on_publish)
+    from .bus.pubsub_bus import PubSubBus
+
+    assert settings.gcp_project  # enforced by Settings
+    return PubSubBus(settings.gcp_project)
 
 
 def _adapter(ref: str) -> Callable[[Dependencies], object]:

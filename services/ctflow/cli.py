@@ -17,14 +17,21 @@ from typing import Any
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .settings import Settings
+    """Settings from the environment and the options, as a client of the deployment: in gcp
+    mode `drop` and `publish` need the project (and bucket), nothing the services need."""
+    from pydantic import ValidationError
+
+    from .settings import ClientSettings
 
     overrides: dict[str, Any] = {}
     if getattr(args, "home", None):
         overrides["home"] = Path(args.home).resolve()
     if getattr(args, "bucket", None):
         overrides["bucket"] = args.bucket
-    return Settings(**overrides)
+    try:
+        return ClientSettings(**overrides)
+    except ValidationError as exc:
+        sys.exit(f"ctflow: {'; '.join(error['msg'].removeprefix('Value error, ') for error in exc.errors())}")
 
 
 def _status_api(args: argparse.Namespace) -> str:
@@ -47,13 +54,22 @@ def _get(url: str) -> Any:
     return response.json()
 
 
+def _embedded_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    settings = _settings(args)
+    if settings.mode != "embedded":
+        sys.exit(f"ctflow {args.command}: runs the embedded stack only; on Google Cloud, `skaffold run` deploys "
+                 "the services (unset CTFLOW_MODE=gcp to run it here)")
+    return settings
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     from .embedded.stack import EmbeddedStack
 
+    settings = _embedded_settings(args)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with EmbeddedStack(_settings(args), port_base=args.port_base) as stack:
+    with EmbeddedStack(settings, port_base=args.port_base) as stack:
         print(json.dumps(stack.endpoints(), indent=2), flush=True)
         stop.wait()
     return 0
@@ -62,19 +78,21 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
-    return run_demo(_settings(args), timeout=args.timeout)
+    return run_demo(_embedded_settings(args), timeout=args.timeout)
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
     from . import bootstrap
     from .dataset_drop import drop_folder
+    from .pipelines import PipelineCatalog
 
-    deps = bootstrap.build(_settings(args))
-    spec = deps.pipelines.get(args.pipeline)
+    settings = _settings(args)
+    pipelines = PipelineCatalog(settings.pipelines_dir)
+    spec = pipelines.get(args.pipeline)
     if spec is None:
-        sys.exit(f"ctflow: unknown pipeline {args.pipeline!r} (known: {', '.join(deps.pipelines.all())})")
+        sys.exit(f"ctflow: unknown pipeline {args.pipeline!r} (known: {', '.join(pipelines.all())})")
     try:
-        print(json.dumps(drop_folder(Path(args.path), spec, deps.blobs, args.version), indent=2))
+        print(json.dumps(drop_folder(Path(args.path), spec, bootstrap.blob_store(settings), args.version), indent=2))
     except ValueError as exc:
         sys.exit(f"ctflow: {exc}")
     return 0
@@ -91,8 +109,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
         message["dataset_version"] = args.dataset_version
     if args.reason:
         message["reason"] = args.reason
-    deps = bootstrap.build(_settings(args))
-    message_id = deps.bus.publish(HPARAMS_TOPIC, json.dumps(message).encode(), {"ctflow-trigger": "cli"})
+    settings = _settings(args)
+    ledger = bootstrap.embedded_ledger(settings) if settings.mode == "embedded" else None
+    bus = bootstrap.message_bus(settings, ledger)
+    message_id = bus.publish(HPARAMS_TOPIC, json.dumps(message).encode(), {"ctflow-trigger": "cli"})
     print(json.dumps({"message_id": message_id, "topic": HPARAMS_TOPIC, "message": message}, indent=2))
     return 0
 
@@ -165,7 +185,8 @@ def parser() -> argparse.ArgumentParser:
         return c
 
     c = command("up", cmd_up, "Start the embedded stack and write <home>/endpoints.json.")
-    c.add_argument("--port-base", type=int, help="first of six consecutive loopback ports (default: any free)")
+    c.add_argument("--port-base", type=int,
+                   help="first of seven consecutive loopback ports: six services, then the bus (default: any free)")
     c = command("demo", cmd_demo, "Run the whole loop on the bundled digits dataset.")
     c.add_argument("--timeout", type=float, default=300)
     c = command("drop", cmd_drop, "Upload a folder as a dataset version, commit marker last.")

@@ -36,8 +36,7 @@ class MalformedRequest(ValueError):
 def decode_request(headers: Mapping[str, str], body: bytes) -> Event:
     """Turn one inbound HTTP request into an Event, whatever its delivery form."""
     lower = {k.lower(): v for k, v in headers.items()}
-    content_type = lower.get("content-type", "")
-    if f"{CE_PREFIX}specversion" in lower or content_type.startswith("application/cloudevents+json"):
+    if _is_cloudevent(lower):
         return _from_cloudevent_http(lower, body)
     doc = _json(body, "request body")
     if isinstance(doc, dict) and isinstance(doc.get("message"), dict):
@@ -46,6 +45,20 @@ def decode_request(headers: Mapping[str, str], body: bytes) -> Event:
         "request is neither a CloudEvent (no ce-specversion header, not application/cloudevents+json) "
         'nor a Pub/Sub push envelope ({"message": {...}, "subscription": ...})'
     )
+
+
+def decode_cloudevent(headers: Mapping[str, str], body: bytes) -> Event:
+    """One CloudEvent in HTTP binary or structured mode (and nothing else)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    if not _is_cloudevent(lower):
+        raise MalformedRequest("request is not a CloudEvent: no ce-specversion header, "
+                               "and its content type is not application/cloudevents+json")
+    return _from_cloudevent_http(lower, body)
+
+
+def _is_cloudevent(lower_headers: Mapping[str, str]) -> bool:
+    return f"{CE_PREFIX}specversion" in lower_headers or \
+        lower_headers.get("content-type", "").startswith("application/cloudevents+json")
 
 
 def decode_push_envelope(envelope: Mapping[str, Any]) -> Event:

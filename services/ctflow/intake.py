@@ -7,8 +7,13 @@
 - Any other exception is transient: nothing is committed, and the caller answers 5xx
   so Pub/Sub retries.
 - The handler's state, inbox row and outgoing events commit together; the outbox is
-  published right after commit (rows that concurrent requests committed meanwhile go
-  in the same batch, see ctflow.bus.relay) and again by reconcile until sent.
+  published in that commit (embedded bus) or right after it (Pub/Sub), and again by
+  reconcile until sent (ctflow.bus.relay).
+- Concurrent deliveries share transactions (group commit, ctflow.coalescing): the
+  deliveries queued while one batch is written are handled one after another in the
+  next batch's single transaction, exactly as if each had its own. If any of them
+  fails, the batch is rolled back and each delivery is handled again on its own, so
+  one bad event never affects another.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import hashlib
 import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +31,7 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
 
 from . import failpoints, logs
+from .coalescing import Coalescer
 from .codec import MalformedRequest, decode_request
 from .contracts import EVENT_PAYLOADS, explain
 from .deps import Dependencies
@@ -69,14 +75,10 @@ class HandlerContext:
     service: str
     event: Event
     payload: BaseModel | None
+    prepared: Any = None  # what the handler's `prepare` step returned (see `prepared_by`)
     run_ids: list[str] = field(default_factory=list)
     outbox_rows: list[outbox.OutboxRow] = field(default_factory=list)
     post_commit: list[Callable[[], None]] = field(default_factory=list)
-
-    @property
-    def outbox_ids(self) -> list[int]:
-        """The outbox rows this context wrote, to publish after commit."""
-        return [row.id for row in self.outbox_rows]
 
     def emit(self, event: Event, topic: str = EVENTS_TOPIC) -> None:
         """Queue an outgoing event in this transaction (validated against its schema)."""
@@ -96,6 +98,20 @@ class HandlerContext:
 
 
 Handler = Callable[[HandlerContext], Outcome | None]
+Preparer = Callable[[Dependencies, Event], Any]
+
+
+def prepared_by(prepare: Preparer) -> Callable[[Handler], Handler]:
+    """Give a handler slow, read-only work (reading files from the bucket) to do before its transaction.
+
+    `prepare(deps, event)` runs first, outside any ledger transaction, so the ledger is never
+    held while it reads; it may raise Rejected. The handler finds its result in `ctx.prepared`.
+    A delivery the inbox already holds is answered as a duplicate without preparing.
+    """
+    def attach(handler: Handler) -> Handler:
+        handler.prepare = prepare  # type: ignore[attr-defined]
+        return handler
+    return attach
 
 
 WORK_EVENT_TYPE = "ctflow.service.work"  # the stand-in cause of work outside a delivery; never published
@@ -107,7 +123,7 @@ def service_work(deps: Dependencies, service: str, what: str) -> Iterator[Handle
 
     It gets the context a handler gets, so events go out the same way: `ctx.emit` checks
     the schema and writes the outbox row and the run's timeline in this transaction; the
-    rows are published right after commit, and the outbox relay sends whatever that misses.
+    events are published as a handler's are (ctflow.bus.relay), and reconcile sends whatever that misses.
     """
     cause = Event(type=WORK_EVENT_TYPE, source=f"{SOURCE_ROOT}/{service}", id=f"{what}-{uuid.uuid4()}")
     with deps.ledger.transaction() as tx:
@@ -144,6 +160,16 @@ def _write_event(tx: Session, service: str, event: Event, topic: str) -> outbox.
     return row
 
 
+def _duplicate(source: str, event_id: str) -> Outcome:
+    return Outcome("duplicate", f"event {event_id} from {source} was already received")
+
+
+def _about(event: Event) -> AbstractContextManager[None]:
+    """Log lines name the event, its run and its trace."""
+    run_id = event.subject if event.type.startswith("ctflow.") else None
+    return logs.bind(event_id=event.id, run_id=run_id, trace_id=trace_id_of(event.traceparent))
+
+
 def stored_request(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
     """The request as kept in a dead letter: everything but credentials."""
     kept = body[:MAX_BODY]
@@ -165,11 +191,26 @@ def request_body(stored: Mapping[str, Any]) -> bytes:
     return base64.b64decode(raw) if stored.get("encoding") == "base64" else raw.encode("utf-8")
 
 
+@dataclass(frozen=True)
+class _Delivery:
+    event: Event
+    handler: Handler
+    replay_of: str | None
+    prepared: Any = None
+
+
+Handled = tuple[Outcome, HandlerContext | None] | Exception  # a delivery's result, or why it failed
+MAX_BATCH = 64  # deliveries per group-commit transaction
+
+
 class Intake:
     def __init__(self, service: str, handlers: Mapping[str, Handler], deps: Dependencies) -> None:
         self.service = service
         self.handlers = dict(handlers)
         self.deps = deps
+        # One batch at a time, on PostgreSQL too: measured with 16 concurrent deliveries, four
+        # concurrent batches halved throughput (smaller batches, more statements per event).
+        self._batches: Coalescer[_Delivery, Handled] = Coalescer(self._handle_batch, max_batch=MAX_BATCH)
 
     def receive(self, headers: Mapping[str, str], body: bytes, *, replay_of: str | None = None) -> Outcome:
         limit = self.deps.settings.max_request_bytes
@@ -185,31 +226,63 @@ class Intake:
             handled = ", ".join(sorted(self.handlers)) or "nothing yet"
             reason = f"{self.service} does not handle events of type {event.type!r}; it handles {handled}"
             return self._reject(event.source, event.id, event.type, reason, stored_request(headers, body), replay_of)
-        run_id = event.subject if event.type.startswith("ctflow.") else None
-        with logs.bind(event_id=event.id, run_id=run_id, trace_id=trace_id_of(event.traceparent)):
-            try:
-                outcome, ctx = self._handle(event, handler, replay_of)
-            except Rejected as exc:
-                return self._reject(event.source, event.id, event.type, str(exc), stored_request(headers, body),
+        with _about(event):
+            prepared = None
+            if (prepare := getattr(handler, "prepare", None)) is not None:
+                if not replay_of and self._received(event):
+                    return _duplicate(event.source, event.id)
+                try:
+                    prepared = prepare(self.deps, event)
+                except Rejected as exc:
+                    return self._reject(event.source, event.id, event.type, str(exc), stored_request(headers, body),
+                                        replay_of)
+            handled = self._batches.submit(_Delivery(event, handler, replay_of, prepared))
+            if isinstance(handled, Rejected):
+                return self._reject(event.source, event.id, event.type, str(handled), stored_request(headers, body),
                                     replay_of)
+            if isinstance(handled, Exception):
+                raise handled
+            outcome, ctx = handled
             if ctx is not None:
                 after_commit(ctx)
             log.info("%s %s: %s", event.type, event.id, outcome.status, extra=logs.fields(**outcome.to_json()))
             return outcome
 
-    def _handle(self, event: Event, handler: Handler, replay_of: str | None) -> tuple[Outcome, HandlerContext | None]:
-        with self.deps.ledger.transaction() as tx:
-            letter = self._reopen(tx, replay_of, event.source, event.id) if replay_of else None
+    def _handle_batch(self, deliveries: list[_Delivery]) -> list[Handled]:
+        """Handle deliveries in one transaction; if any fails, each again in its own."""
+        if len(deliveries) > 1:
+            try:
+                with self.deps.ledger.transaction() as tx:
+                    return [self._handle(tx, delivery) for delivery in deliveries]
+            except Exception:  # noqa: BLE001 - rolled back; the deliveries one by one say which failed
+                log.debug("a batch of %d deliveries failed; handling each on its own", len(deliveries))
+        return [self._handle_alone(delivery) for delivery in deliveries]
+
+    def _handle_alone(self, delivery: _Delivery) -> Handled:
+        try:
+            with self.deps.ledger.transaction() as tx:
+                return self._handle(tx, delivery)
+        except Exception as exc:  # noqa: BLE001 - handed back to the delivery's caller
+            return exc
+
+    def _handle(self, tx: Session, delivery: _Delivery) -> tuple[Outcome, HandlerContext | None]:
+        event = delivery.event
+        with _about(event):
+            letter = self._reopen(tx, delivery.replay_of, event.source, event.id) if delivery.replay_of else None
             if not inbox.claim_event(tx, self.service, event):
-                return Outcome("duplicate", f"event {event.id} from {event.source} was already received"), None
-            ctx = HandlerContext(tx, self.deps, self.service, event, self._payload(event))
-            outcome = handler(ctx) or Outcome("processed")
+                return _duplicate(event.source, event.id), None
+            ctx = HandlerContext(tx, self.deps, self.service, event, self._payload(event), prepared=delivery.prepared)
+            outcome = delivery.handler(ctx) or Outcome("processed")
             outcome.run_ids = outcome.run_ids or ctx.run_ids
             if outcome.status != "processed":
                 inbox.set_outcome(tx, self.service, event.source, event.id, outcome.status)
             if letter is not None:
                 letter.status, letter.replays = "replayed", letter.replays + 1
-        return outcome, ctx
+            return outcome, ctx
+
+    def _received(self, event: Event) -> bool:
+        with self.deps.ledger.reading() as session:
+            return inbox.holds(session, self.service, event.source, event.id)
 
     def _payload(self, event: Event) -> BaseModel | None:
         model = EVENT_PAYLOADS.get(event.type)
@@ -239,7 +312,7 @@ class Intake:
                 letter.reason, letter.replays = reason, letter.replays + 1
                 letter_id = letter.id
             elif not inbox.claim(tx, self.service, source, event_id, event_type or "unknown", "rejected"):
-                return Outcome("duplicate", f"event {event_id} from {source} was already received")
+                return _duplicate(source, event_id)
             else:
                 letter_id = dead_letters.add(tx, consumer=self.service, source=source, event_id=event_id,
                                              event_type=event_type, reason=reason, request=request).id

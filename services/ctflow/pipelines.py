@@ -6,7 +6,9 @@ effect without a restart (and a dead letter for an unknown pipeline can be repla
 
 from __future__ import annotations
 
+import os
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +30,38 @@ def load_spec(path: Path) -> PipelineSpec:
         raise PipelineError(f"{path.name}: {explain(exc)}") from None
 
 
+_RACY_NS = 2_000_000_000
+Stamp = tuple[tuple[str, int], ...]  # (file name, mtime) of every spec file
+
+
 class PipelineCatalog:
+    """The specs in a folder. Every read checks for changes: one stat of the folder (a file
+    added, removed or renamed changes its mtime) and one per spec file (edited in place)."""
+
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self._lock = threading.Lock()
-        self._stamp: tuple[tuple[str, int], ...] | None = None
+        self._stamp: Stamp | None = None
+        self._listing: tuple[int, list[str]] = (-1, [])  # (folder mtime, spec file names)
         self._specs: dict[str, PipelineSpec] = {}
         self._validators: dict[str, HyperparameterValidator] = {}
 
-    def _current_stamp(self) -> tuple[tuple[str, int], ...]:
-        files = sorted(self.folder.glob("*.yaml")) if self.folder.is_dir() else []
-        return tuple((p.name, p.stat().st_mtime_ns) for p in files)
+    def _current_stamp(self) -> Stamp:
+        try:
+            folder_mtime = os.stat(self.folder).st_mtime_ns
+        except FileNotFoundError:
+            return ()
+        # A folder changed in the last 2 s is listed every time: on a file system with coarse
+        # timestamps, a second change within its resolution would leave the mtime as it was.
+        if folder_mtime != self._listing[0] or time.time_ns() - folder_mtime < _RACY_NS:
+            self._listing = (folder_mtime, sorted(p.name for p in self.folder.glob("*.yaml")))
+        stamp = []
+        for name in self._listing[1]:
+            try:
+                stamp.append((name, os.stat(self.folder / name).st_mtime_ns))
+            except FileNotFoundError:  # removed since it was listed: list the folder again next time
+                self._listing = (-1, [])
+        return tuple(stamp)
 
     def all(self) -> dict[str, PipelineSpec]:
         stamp = self._current_stamp()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -56,6 +56,8 @@ class Settings(BaseSettings):
 
     # Where the status API sends dead-letter replays: {"dataset-listener": "http://..."}.
     service_urls: dict[str, str] = Field(default_factory=dict)
+    # Embedded: the stack's bus publish endpoint (ctflow.embedded.publisher), set by `ctflow up`.
+    bus_url: str | None = None
 
     # gcp mode.
     gcp_project: str | None = None
@@ -63,6 +65,10 @@ class Settings(BaseSettings):
     bucket: str | None = None  # gcp: bucket name; embedded: defaults to <home>/bucket
     oidc_audience: str | None = None
     allowed_invokers: list[str] = Field(default_factory=list)
+
+    # What a gcp-mode service must be told (allowed_invokers: the identities allowed to call it).
+    _gcp_requires: ClassVar[tuple[str, ...]] = (
+        "gcp_project", "bucket", "database_url", "oidc_audience", "allowed_invokers")
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:
@@ -74,11 +80,9 @@ class Settings(BaseSettings):
             if not loopback:
                 raise ValueError(f"embedded mode binds loopback only; CTFLOW_HOST={self.host!r} is not")
         else:
-            missing = [n for n in ("gcp_project", "bucket", "database_url", "oidc_audience") if not getattr(self, n)]
+            missing = [n for n in self._gcp_requires if not getattr(self, n)]
             if missing:
                 raise ValueError(f"gcp mode needs CTFLOW_{', CTFLOW_'.join(m.upper() for m in missing)}")
-            if not self.allowed_invokers:
-                raise ValueError("gcp mode needs CTFLOW_ALLOWED_INVOKERS (service accounts allowed to call)")
         return self
 
     @property
@@ -108,11 +112,22 @@ class Settings(BaseSettings):
     def trainer_report_uri(self) -> str | None:
         """Where training jobs report `training.completed` (the trainer's CTFLOW_REPORT_URI).
 
-        gcp: the events topic, so every subscriber (completion-handler, job-launcher) hears it.
-        Embedded: the completion-handler's URL; reconcile covers the job-launcher's part.
+        The events topic, so every subscriber (completion-handler, job-launcher) hears it: Pub/Sub
+        in gcp, the embedded stack's publish endpoint in embedded mode. A service running alone
+        in embedded mode (no stack, so no bus endpoint) sends it to the completion-handler's URL,
+        and the job-launcher learns how the job ended on its next reconcile tick.
         """
-        from .topology import COMPLETION_HANDLER, EVENTS_TOPIC
+        from .topology import COMPLETION_HANDLER, EVENTS_TOPIC, publish_url
 
         if self.mode == "gcp":
             return f"pubsub://projects/{self.gcp_project}/topics/{EVENTS_TOPIC}"
+        if self.bus_url:
+            return publish_url(self.bus_url)
         return self.service_urls.get(COMPLETION_HANDLER)
+
+
+class ClientSettings(Settings):
+    """What the `ctflow` command needs to act on a deployment: in gcp mode only the project
+    (and a bucket to drop data into); never the database or the invoker identities."""
+
+    _gcp_requires: ClassVar[tuple[str, ...]] = ("gcp_project",)

@@ -2,33 +2,51 @@
 
 The marker must sit directly in `<prefix><version>/`. Its manifest is bounded, every
 path is confined to the version folder, and every file's size and sha256 are checked.
-A second event for the same object generation (any event id) is a duplicate.
+That reading and hashing (`verify_drop`) happens before the ledger transaction, which
+then only records the version. A second event for the same object generation (any
+event id) is a duplicate.
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from ctflow import events
-from ctflow.intake import HandlerContext, Outcome, Rejected
+from ctflow.contracts import PipelineSpec
+from ctflow.deps import Dependencies
+from ctflow.events import Event
+from ctflow.intake import HandlerContext, Outcome, Rejected, prepared_by
 from ctflow.ledger import datasets, runs
-from ctflow.manifest import ManifestError, parse_manifest, verify_files
+from ctflow.manifest import Manifest, ManifestError, parse_manifest, verify_files
 from ctflow.topology import DATASET_LISTENER
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
-def on_object_finalized(ctx: HandlerContext) -> Outcome:
-    obj = _object(ctx.event.data)
+@dataclass(frozen=True)
+class VerifiedDrop:
+    """A commit marker whose manifest and every file checked out."""
+
+    spec: PipelineSpec
+    obj: dict[str, str]
+    version: str
+    uri: str
+    manifest: Manifest
+
+
+def verify_drop(deps: Dependencies, event: Event) -> VerifiedDrop | Outcome:
+    """Read and check the marker's manifest and files (outside the ledger transaction)."""
+    obj = _object(event.data)
     name = obj["name"]
     base = name.rsplit("/", 1)[-1]
-    spec = ctx.deps.pipelines.for_object(name)
+    spec = deps.pipelines.for_object(name)
     marker = spec.dataset.commit_marker if spec else "_MANIFEST.json"
     if base != marker:
         return Outcome("ignored", f"{name!r} is not a commit marker; a version completes when its {marker} lands")
     if spec is None:
-        prefixes = ", ".join(s.dataset.prefix for s in ctx.deps.pipelines.all().values()) or "none"
+        prefixes = ", ".join(s.dataset.prefix for s in deps.pipelines.all().values()) or "none"
         raise Rejected(f"no pipeline's dataset prefix holds {name!r} (known prefixes: {prefixes})")
     prefix = spec.dataset.prefix
     parts = name[len(prefix):].split("/")
@@ -36,7 +54,7 @@ def on_object_finalized(ctx: HandlerContext) -> Outcome:
         raise Rejected(f"commit marker {name!r} must sit directly in {prefix}<version>/ "
                        "with a version of letters, digits, '.', '_' or '-'")
     version, folder = parts[0], f"{prefix}{parts[0]}/"
-    blobs = ctx.deps.blobs
+    blobs = deps.blobs
     try:
         raw = blobs.read_bytes(name, max_bytes=1024 * 1024)
         manifest = parse_manifest(raw, max_files=spec.dataset.max_files)
@@ -48,11 +66,19 @@ def on_object_finalized(ctx: HandlerContext) -> Outcome:
         raise Rejected(f"commit marker {name!r} no longer exists in bucket {obj['bucket']}") from None
     except (ManifestError, ValueError) as exc:
         raise Rejected(f"dataset {spec.name}/{version} is invalid: {exc}") from None
+    return VerifiedDrop(spec, obj, version, blobs.uri(folder), manifest)
 
+
+@prepared_by(verify_drop)
+def on_object_finalized(ctx: HandlerContext) -> Outcome:
+    drop: VerifiedDrop | Outcome = ctx.prepared
+    if isinstance(drop, Outcome):
+        return drop
+    spec, obj, version, manifest, name = drop.spec, drop.obj, drop.version, drop.manifest, drop.obj["name"]
     run_id = runs.run_id_for(spec.name, "dataset", obj["bucket"], name, obj["generation"])
     recorded = datasets.record(
         ctx.tx, pipeline=spec.name, version=version, bucket=obj["bucket"], object_name=name,
-        generation=obj["generation"], uri=blobs.uri(folder), manifest_sha256=manifest.sha256,
+        generation=obj["generation"], uri=drop.uri, manifest_sha256=manifest.sha256,
         files=manifest.to_json(), total_bytes=manifest.total_bytes, run_id=run_id,
     )
     if recorded is None:

@@ -16,7 +16,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import ValidationError
 
 from ctflow import events
-from ctflow.blobstore import BlobStore
+from ctflow.blobstore import BlobStore, split_gs_uri
 from ctflow.codec import MalformedRequest, decode_request
 from ctflow.contracts import TrainingCompleted
 from ctflow.events import Event
@@ -52,8 +52,8 @@ def failed_completion(run_id: str, pipeline: str, job: dict[str, Any]) -> Event:
 
 
 def _read(blobs: BlobStore, uri: str) -> bytes | None:
-    if uri.startswith("gs://"):
-        bucket, _, name = uri[len("gs://"):].partition("/")
+    if (parts := split_gs_uri(uri)) is not None:
+        bucket, name = parts
         if bucket != blobs.bucket:
             log.warning("cannot read %s: the job-launcher reads bucket %s only", uri, blobs.bucket)
             return None

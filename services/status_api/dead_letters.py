@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ctflow.service import REPLAY_HEADER
 
-from .deps import DepsDep
+from .deps import DepsDep, found, read_ledger
 from .views import dead_letter
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
@@ -26,12 +26,9 @@ async def list_dead_letters(deps: DepsDep, status: Literal["open", "replayed"] |
     """Dead letters, newest first, with the reason each was rejected."""
     from ctflow.ledger import dead_letters
 
-    def read() -> list[dict]:
-        with deps.ledger.transaction() as session:
-            return [dead_letter(d, with_request=False)
-                    for d in dead_letters.listing(session, consumer=consumer, status=status, limit=limit)]
-
-    return await run_in_threadpool(read)
+    return await read_ledger(deps, lambda session: [
+        dead_letter(d, with_request=False)
+        for d in dead_letters.listing(session, consumer=consumer, status=status, limit=limit)])
 
 
 @router.get("/{letter_id}")
@@ -39,15 +36,11 @@ async def get_dead_letter(letter_id: str, deps: DepsDep) -> dict:
     """One dead letter with the full request as it was received."""
     from ctflow.ledger import dead_letters
 
-    def read() -> dict | None:
-        with deps.ledger.transaction() as session:
-            letter = dead_letters.get(session, letter_id)
-            return dead_letter(letter, with_request=True) if letter else None
+    def read(session) -> dict | None:  # type: ignore[no-untyped-def]
+        letter = dead_letters.get(session, letter_id)
+        return dead_letter(letter, with_request=True) if letter else None
 
-    found = await run_in_threadpool(read)
-    if found is None:
-        raise HTTPException(404, f"no dead letter {letter_id!r}")
-    return found
+    return found(await read_ledger(deps, read), f"dead letter {letter_id!r}")
 
 
 @router.post("/{letter_id}/replay")

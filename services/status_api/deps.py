@@ -1,14 +1,35 @@
-"""Request-scoped dependencies for the status API routes (built by the service warm-up)."""
+"""What the status API routes share: the service's Dependencies and ledger reads off the event loop."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
-from fastapi import Depends
+from fastapi import Depends, HTTPException
+from starlette.concurrency import run_in_threadpool
 
 from ctflow.service import dependencies
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from ctflow.deps import Dependencies
 
 DepsDep = Annotated["Dependencies", Depends(dependencies)]
+T = TypeVar("T")
+
+
+async def read_ledger(deps: Dependencies, read: Callable[[Session], T]) -> T:
+    """`read(session)` in a read-only ledger transaction, in a worker thread."""
+    def in_transaction() -> T:
+        with deps.ledger.reading() as session:
+            return read(session)
+
+    return await run_in_threadpool(in_transaction)
+
+
+def found(value: T | None, what: str) -> T:
+    """`value`, or a 404 naming what is missing."""
+    if value is None:
+        raise HTTPException(404, f"no {what}")
+    return value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -30,3 +31,18 @@ def consumer(deps: Dependencies) -> Iterator[TestClient]:
 
     with client_for(module, deps) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def pubsub_host() -> Iterator[str]:
+    """One Pub/Sub emulator for the session (tests keep apart by project); PUBSUB_EMULATOR_HOST points at it."""
+    from tests.integration.emulators import pubsub_emulator
+
+    with pubsub_emulator("ctflow-test") as host:
+        old = os.environ.get("PUBSUB_EMULATOR_HOST")
+        os.environ["PUBSUB_EMULATOR_HOST"] = host
+        yield host
+        if old is None:
+            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
+        else:
+            os.environ["PUBSUB_EMULATOR_HOST"] = old

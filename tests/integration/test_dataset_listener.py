@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import httpx
 from sqlalchemy import func, select
 
 from ctflow.dataset_drop import drop_folder
+from ctflow.intake import Intake
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
 from tests.support import gcs_event_request, serving
@@ -123,3 +126,51 @@ def test_manifest_paths_leaving_the_version_folder_are_refused(deps, listener, d
     headers, body = gcs_event_request(deps.settings.bucket_dir, MARKER)
     answer = listener.post("/", content=body, headers=headers).json()
     assert answer["status"] == "rejected" and "leaves its dataset folder" in answer["detail"]
+
+
+class HeldBucket:
+    """The bucket, but reading a data file waits until the test lets it go."""
+
+    def __init__(self, blobs) -> None:  # type: ignore[no-untyped-def]
+        self.blobs, self.reading, self.release = blobs, threading.Event(), threading.Event()
+
+    def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
+        return getattr(self.blobs, name)
+
+    def open(self, name: str):  # type: ignore[no-untyped-def]
+        self.reading.set()
+        assert self.release.wait(10)
+        return self.blobs.open(name)
+
+
+def test_files_are_verified_outside_the_ledger_transaction(deps, digits_folder):
+    """While the listener hashes a dataset, other services' ledger writes go through (SQLite's one writer too)."""
+    from dataset_listener.handlers import HANDLERS
+
+    _drop(deps, digits_folder)
+    held = HeldBucket(deps.blobs)
+    intake = Intake("dataset-listener", HANDLERS, replace(deps, blobs=held))
+    with ThreadPoolExecutor(2) as pool:
+        arriving = pool.submit(intake.receive, *gcs_event_request(deps.settings.bucket_dir, MARKER))
+        assert held.reading.wait(10)
+
+        def write() -> None:
+            with deps.ledger.transaction() as tx:
+                runs.create(tx, run_id="digits-meanwhile", pipeline="digits", trigger={"kind": "test"},
+                            hyperparameters={}, service="test")
+
+        pool.submit(write).result(timeout=5)  # would wait for the listener if it hashed in its transaction
+        held.release.set()
+        assert arriving.result(10).status == "processed"
+    assert _count(deps, Run) == 2
+
+
+def test_a_redelivery_is_a_duplicate_without_reading_the_dataset_again(deps, listener, digits_folder):
+    from dataset_listener.handlers import HANDLERS
+
+    _drop(deps, digits_folder)
+    request = gcs_event_request(deps.settings.bucket_dir, MARKER)
+    assert listener.post("/", headers=request[0], content=request[1]).json()["status"] == "processed"
+    held = HeldBucket(deps.blobs)  # never released: reading a file would fail the test
+    answer = Intake("dataset-listener", HANDLERS, replace(deps, blobs=held)).receive(*request)
+    assert answer.status == "duplicate" and not held.reading.is_set()

@@ -9,7 +9,6 @@ published to the Pub/Sub emulator is pushed to the hparam-consumer, whose
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -24,7 +23,7 @@ from ctflow.codec import to_http_binary
 from ctflow.dataset_drop import drop_folder
 from ctflow.events import GCS_OBJECT_FINALIZED, Event
 from ctflow.ledger.tables import Run
-from tests.integration.emulators import gcs_emulator, pubsub_emulator
+from tests.integration.emulators import gcs_emulator
 from tests.support import serving, wait_for
 
 PROJECT = "ctflow-test"
@@ -38,18 +37,6 @@ def gcs_client() -> Iterator[object]:
 
     with gcs_emulator(BUCKET) as url:
         yield storage.Client(project=PROJECT, credentials=AnonymousCredentials(), client_options={"api_endpoint": url})
-
-
-@pytest.fixture(scope="module")
-def pubsub_host() -> Iterator[str]:
-    with pubsub_emulator(PROJECT) as host:
-        old = os.environ.get("PUBSUB_EMULATOR_HOST")
-        os.environ["PUBSUB_EMULATOR_HOST"] = host
-        yield host
-        if old is None:
-            os.environ.pop("PUBSUB_EMULATOR_HOST", None)
-        else:
-            os.environ["PUBSUB_EMULATOR_HOST"] = old
 
 
 @pytest.fixture

@@ -1,9 +1,9 @@
 """The ledger's event path on SQLite and PostgreSQL: live runs, timeline order, the outbox relay.
 
 These pin what the fast paths must keep: a run from `runs.create` is a live ORM object,
-deferred timeline entries are visible and ordered, the embedded bus publishes each
-outbox row exactly once however many relays race, and SQLite writers take turns
-instead of failing or sleeping in SQLite's busy handler.
+deferred timeline entries are visible and ordered, the embedded bus publishes an event
+in the commit that writes it and any unsent row exactly once however many relays race,
+and SQLite writers take turns instead of failing or sleeping in SQLite's busy handler.
 """
 
 from __future__ import annotations
@@ -60,19 +60,38 @@ def test_a_rolled_back_transaction_leaves_no_run_and_no_timeline(deps):
         assert runs.get(tx, "digits-gone") is None and runs.timeline(tx, "digits-gone") == []
 
 
-def test_racing_relays_publish_each_outbox_row_exactly_once(deps):
-    """After-commit publishes and reconcile ticks racing over the same rows make one bus message per row."""
+def test_embedded_bus_publishes_an_event_in_the_commit_that_writes_it(deps):
+    """Committed: on the bus, owed to its subscription, the outbox row sent. Rolled back: nowhere."""
+    with pytest.raises(RuntimeError), deps.ledger.transaction() as tx:
+        outbox.add(tx, EVENTS_TOPIC, _event(0))
+        raise RuntimeError("handler failed")
     with deps.ledger.transaction() as tx:
-        rows = [outbox.add(tx, EVENTS_TOPIC, _event(n)) for n in range(24)]
-    batches = [rows[i:i + 3] for i in range(0, 24, 3)]
-    with ThreadPoolExecutor(10) as pool:
-        list(pool.map(deps.relay.publish_written, batches + batches))
-        list(pool.map(lambda _: deps.relay.publish(), range(2)))
+        rows = [outbox.add(tx, EVENTS_TOPIC, _event(n)) for n in (1, 2)]
+        assert all(row.id is None for row in rows)  # staged until commit
+    assert [row.id for row in rows] == sorted(row.id for row in rows) and None not in [row.id for row in rows]
+    with deps.ledger.transaction() as tx:
+        published = [m.attributes["ce-id"] for m in tx.scalars(select(BusMessage).order_by(BusMessage.id))]
+        deliveries = tx.scalars(select(BusDelivery.subscription)).all()
+        settled = tx.execute(select(OutboxMessage.event_id, OutboxMessage.sent_at.is_not(None))).all()
+    assert published == ["e-1", "e-2"] and deliveries == ["job-launcher-push"] * 2
+    assert sorted(settled) == [("e-1", True), ("e-2", True)]
+    assert deps.relay.publish_written(rows) == 2 and deps.relay.publish() == 0  # nothing left to send
+
+
+def test_racing_relays_publish_each_unsent_row_exactly_once(deps):
+    """Rows left unsent (written without the relay) and reconcile ticks racing: one bus message per row."""
+    unpublished = Ledger(deps.ledger.url)  # no relay: its commits do not publish
+    with unpublished.transaction() as tx:
+        for n in range(24):
+            outbox.add(tx, EVENTS_TOPIC, _event(n))
+    unpublished.dispose()
+    with ThreadPoolExecutor(6) as pool:
+        sent = list(pool.map(lambda _: deps.relay.publish(), range(6)))
     with deps.ledger.transaction() as tx:
         published = [m.attributes["ce-id"] for m in tx.scalars(select(BusMessage))]
         deliveries = tx.scalars(select(BusDelivery.subscription)).all()
         settled = tx.execute(select(OutboxMessage.sent_at.is_not(None), OutboxMessage.attempts)).all()
-    assert sorted(published) == sorted(f"e-{n}" for n in range(24))
+    assert sum(sent) == 24 and sorted(published) == sorted(f"e-{n}" for n in range(24))
     assert deliveries == ["job-launcher-push"] * 24  # what topology routes training.requested to
     assert set(settled) == {(True, 1)}
 
@@ -128,3 +147,44 @@ def test_sqlite_writers_in_one_process_take_turns(tmp_path):
     with ledger.transaction() as tx:
         assert tx.scalar(select(func.count()).select_from(inbox.InboxEntry)) == 200
     ledger.dispose()
+
+
+def test_a_reader_never_waits_for_a_writer_and_sees_only_committed_rows(deps):
+    """A status query during a long write transaction answers at once, from the last commit."""
+    holding, release = threading.Event(), threading.Event()
+
+    def write() -> None:
+        with deps.ledger.transaction() as tx:
+            _create(tx, "digits-in-flight")
+            holding.set()
+            assert release.wait(10)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    try:
+        assert holding.wait(10)
+        with deps.ledger.reading() as session:
+            assert runs.get(session, "digits-in-flight") is None
+    finally:
+        release.set()
+        writer.join(10)
+    with deps.ledger.reading() as session:
+        assert runs.get(session, "digits-in-flight") is not None
+
+
+def test_concurrent_publishers_on_an_outside_bus_each_have_their_rows_marked_once(deps):
+    """Rows published after concurrent commits are settled together: every sent row sent, every failure kept."""
+    bus = FlakyBus(refuse="e-5")
+    relay = OutboxRelay(deps.ledger, bus)
+    batches = []
+    for n in range(12):
+        with deps.ledger.transaction() as tx:
+            batches.append([outbox.add(tx, EVENTS_TOPIC, _event(n))])
+    with ThreadPoolExecutor(6) as pool:
+        sent = list(pool.map(relay.publish_written, batches))
+    assert sum(sent) == 11 and sorted(bus.published) == sorted(f"e-{n}" for n in range(12) if n != 5)
+    with deps.ledger.transaction() as tx:
+        settled = {m.event_id: (m.sent_at is not None, m.attempts, m.last_error)
+                   for m in tx.scalars(select(OutboxMessage))}
+    assert settled.pop("e-5")[:2] == (False, 1)
+    assert set(settled.values()) == {(True, 1, None)}

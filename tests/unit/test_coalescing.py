@@ -1,4 +1,4 @@
-"""Group commit: callers arriving while a batch is written share the next batch and its answer."""
+"""Group commit: callers arriving while a batch is written share the next batch; each gets its own answer."""
 
 from __future__ import annotations
 
@@ -8,66 +8,92 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ctflow.bus.coalescing import Coalescer
+from ctflow.coalescing import Coalescer
 
 
 class HeldWriter:
-    """Records each batch; the first one waits until the test lets it finish."""
+    """Records each batch and answers item * 10; the first `held` batches wait until the test lets them finish."""
 
-    def __init__(self, fail_batch: int | None = None) -> None:
+    def __init__(self, fail_batch: int | None = None, held: int = 1) -> None:
         self.batches: list[list[int]] = []
-        self.first_started = threading.Event()
-        self.release_first = threading.Event()
+        self.held = held
+        self.started = threading.Semaphore(0)
+        self.release = threading.Event()
         self.fail_batch = fail_batch
+        self._lock = threading.Lock()
 
-    def __call__(self, items: list[int]) -> set[int]:
-        self.batches.append(list(items))
-        if len(self.batches) == 1:
-            self.first_started.set()
-            assert self.release_first.wait(10)
-        if len(self.batches) == self.fail_batch:
+    def __call__(self, items: list[int]) -> list[int]:
+        with self._lock:
+            self.batches.append(list(items))
+            number = len(self.batches)
+        if number <= self.held:
+            self.started.release()
+            assert self.release.wait(10)
+        if number == self.fail_batch:
             raise ConnectionError("ledger unreachable")
-        return set(items)
+        return [item * 10 for item in items]
 
 
 def _queued(coalescer: Coalescer, count: int) -> None:
-    """Wait until `count` items wait for the next batch (peeks at the open batch)."""
+    """Wait until `count` items wait for a writer (peeks at the queue)."""
     deadline = time.monotonic() + 10
-    while (coalescer._open is None or len(coalescer._open.items) < count) and time.monotonic() < deadline:
+    while len(coalescer._queue) < count and time.monotonic() < deadline:
         time.sleep(0.001)
-    assert coalescer._open is not None and len(coalescer._open.items) == count
+    assert len(coalescer._queue) == count
 
 
-def _behind_a_held_write(coalescer: Coalescer, writer: HeldWriter, pool: ThreadPoolExecutor, callers: int):  # type: ignore[no-untyped-def]
-    """Start one write and hold it; queue `callers` more behind it; release. (first, others) futures."""
-    first = pool.submit(coalescer.submit, [0])
-    assert writer.first_started.wait(10)
-    others = [pool.submit(coalescer.submit, [n]) for n in range(1, callers + 1)]
+def _behind_held_writes(coalescer: Coalescer, writer: HeldWriter, pool: ThreadPoolExecutor, callers: int):  # type: ignore[no-untyped-def]
+    """Start `writer.held` writes and hold them; queue `callers` more behind; release. (first, others) futures."""
+    first = [pool.submit(coalescer.submit, n) for n in range(writer.held)]
+    for _ in first:
+        assert writer.started.acquire(timeout=10)
+    others = [pool.submit(coalescer.submit, n) for n in range(writer.held, writer.held + callers)]
     _queued(coalescer, callers)
-    writer.release_first.set()
+    writer.release.set()
     return first, others
 
 
 def test_a_lone_caller_writes_its_own_batch():
     """Without concurrency each call is a batch of one, answered at once."""
-    writer = HeldWriter()
-    writer.release_first.set()
+    writer = HeldWriter(held=0)
     coalescer = Coalescer(writer)
-    assert coalescer.submit([1, 2]) == {1, 2}
-    assert coalescer.submit([3]) == {3}
-    assert writer.batches == [[1, 2], [3]]
+    assert coalescer.submit(1) == 10
+    assert coalescer.submit(3) == 30
+    assert writer.batches == [[1], [3]]
 
 
-def test_callers_arriving_during_a_write_share_one_batch():
-    """Five callers that queue behind an in-flight write are written together, once."""
+def test_callers_arriving_during_a_write_share_one_batch_and_get_their_own_answers():
+    """Five callers that queue behind an in-flight write are written together, once, in arrival order."""
     writer = HeldWriter()
     coalescer = Coalescer(writer)
     with ThreadPoolExecutor(6) as pool:
-        first, others = _behind_a_held_write(coalescer, writer, pool, 5)
-        assert first.result(10) == {0}
+        [first], others = _behind_held_writes(coalescer, writer, pool, 5)
+        assert first.result(10) == 0
         answers = [f.result(10) for f in others]
-    assert len(writer.batches) == 2 and writer.batches[0] == [0] and sorted(writer.batches[1]) == [1, 2, 3, 4, 5]
-    assert all(answer == {1, 2, 3, 4, 5} for answer in answers)
+    assert writer.batches == [[0], [1, 2, 3, 4, 5]]
+    assert answers == [10, 20, 30, 40, 50]
+
+
+def test_batches_are_bounded_and_every_caller_is_answered():
+    """Seven queued callers with batches of three: written as 3 + 3 + 1, each answered."""
+    writer = HeldWriter()
+    coalescer = Coalescer(writer, max_batch=3)
+    with ThreadPoolExecutor(8) as pool:
+        [first], others = _behind_held_writes(coalescer, writer, pool, 7)
+        assert first.result(10) == 0
+        assert [f.result(10) for f in others] == [n * 10 for n in range(1, 8)]
+    assert writer.batches == [[0], [1, 2, 3], [4, 5, 6], [7]]
+
+
+def test_several_writers_write_batches_at_the_same_time():
+    """With two writers, two batches are in flight at once; callers behind them still share one."""
+    writer = HeldWriter(held=2)
+    coalescer = Coalescer(writer, writers=2)
+    with ThreadPoolExecutor(6) as pool:
+        first, others = _behind_held_writes(coalescer, writer, pool, 4)
+        assert sorted(f.result(10) for f in first) == [0, 10]
+        assert [f.result(10) for f in others] == [20, 30, 40, 50]
+    assert sorted(writer.batches[:2]) == [[0], [1]] and sum(len(b) for b in writer.batches[2:]) == 4
 
 
 def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_works():
@@ -75,10 +101,15 @@ def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_works():
     writer = HeldWriter(fail_batch=2)
     coalescer = Coalescer(writer)
     with ThreadPoolExecutor(3) as pool:
-        first, others = _behind_a_held_write(coalescer, writer, pool, 2)
-        assert first.result(10) == {0}
+        [first], others = _behind_held_writes(coalescer, writer, pool, 2)
+        assert first.result(10) == 0
         for future in others:
             with pytest.raises(ConnectionError):
                 future.result(10)
-    assert coalescer.submit([9]) == {9}
+    assert coalescer.submit(9) == 90
     assert len(writer.batches) == 3
+
+
+def test_a_coalescer_needs_a_writer():
+    with pytest.raises(ValueError):
+        Coalescer(lambda items: items, writers=0)

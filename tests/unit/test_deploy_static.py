@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,20 @@ def test_service_has_skaffold_artifact_and_manifest_with_matching_image(service)
     assert manifest, f"no deploy/cloudrun/{service}.yaml"
     assert manifest["metadata"]["name"] == service
     assert container(manifest)["image"] == artifact["image"]
+
+
+def test_only_the_service_that_loads_models_carries_torch():
+    """The completion-handler evaluates models in-process (train: torch); the job-launcher only
+    reads MLflow (registry: mlflow-skinny); the rest need neither. Every extra exists."""
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    wanted = {service: set(artifact["docker"]["buildArgs"]["EXTRAS"].split(","))
+              for service, artifact in artifacts().items() if service in topology.SERVICES}
+    assert all(service_extras <= set(extras) for service_extras in wanted.values())
+    assert {service for service, service_extras in wanted.items() if "train" in service_extras} == \
+        {topology.COMPLETION_HANDLER}
+    assert "registry" in wanted[topology.JOB_LAUNCHER]
+    assert any(r.startswith("mlflow-skinny") for r in extras["registry"])
+    assert not any(r.startswith(("torch", "mlflow>", "mlflow=", "numpy")) for r in extras["registry"])
 
 
 def test_skaffold_renders_the_cloudrun_manifests_and_deploys_to_cloud_run():
@@ -559,3 +574,20 @@ def test_every_service_account_can_read_the_database_secret():
     roles = tf_map(tf_locals()["project_roles"])
     cloudsql = {r["sa"] for r in roles.values() if r["role"] == "roles/cloudsql.client"}
     assert set(topology.SERVICES) <= cloudsql
+
+
+def test_trainer_image_installs_what_its_mlflow_project_declares():
+    """trainer_image/Dockerfile pip-installs exactly python_env.yaml's dependencies, torch aside:
+    the CUDA base image brings torch, at a version python_env.yaml accepts."""
+    from packaging.requirements import Requirement
+
+    declared = {Requirement(r).name: Requirement(r).specifier
+                for r in yaml.safe_load((REPO_ROOT / "trainer_image/python_env.yaml").read_text())["dependencies"]}
+    dockerfile = (REPO_ROOT / "trainer_image/Dockerfile").read_text()
+    install = re.search(r"RUN python -m pip install \\\n((?:\s+\"[^\"]+\"(?: \\)?\n)+)", dockerfile)
+    assert install, "trainer_image/Dockerfile has no `RUN python -m pip install` list"
+    installed = {Requirement(r).name: Requirement(r).specifier for r in re.findall(r'"([^"]+)"', install.group(1))}
+    torch = declared.pop("torch")
+    assert installed == declared
+    base = re.search(r"^FROM pytorch/pytorch:(\d+\.\d+\.\d+)-", dockerfile, re.MULTILINE)
+    assert base and base.group(1) in torch, f"the base image's torch {base and base.group(1)} is not {torch}"

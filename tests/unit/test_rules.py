@@ -68,3 +68,19 @@ def test_catalog_reloads_changed_specs_and_reports_bad_ones(tmp_path):
     (tmp_path / "broken.yaml").write_text("name: Bad Name\n")
     with pytest.raises(PipelineError, match="broken.yaml: name"):
         catalog.all()
+
+
+def test_catalog_sees_specs_added_renamed_and_removed(tmp_path):
+    """The folder's listing is re-read when a file comes or goes, even if no spec file's own mtime changed."""
+    spec = (REPO_ROOT / "deploy/pipelines/digits.yaml").read_text()
+    catalog = PipelineCatalog(tmp_path / "pipelines")
+    assert catalog.all() == {}  # no folder yet
+    (tmp_path / "pipelines").mkdir()
+    (tmp_path / "pipelines" / "digits.yaml").write_text(spec)
+    assert set(catalog.all()) == {"digits"}
+    (tmp_path / "pipelines" / "wide.yaml").write_text(spec.replace("name: digits", "name: digits-wide", 1))
+    assert set(catalog.all()) == {"digits", "digits-wide"}
+    (tmp_path / "pipelines" / "wide.yaml").rename(tmp_path / "pipelines" / "wide.yml")  # not a spec file any more
+    assert set(catalog.all()) == {"digits"}
+    (tmp_path / "pipelines" / "digits.yaml").unlink()
+    assert catalog.all() == {}

@@ -10,6 +10,14 @@ from dataclasses import dataclass
 from typing import IO, Protocol
 
 
+def split_gs_uri(uri: str) -> tuple[str, str] | None:
+    """(bucket, object name) of a `gs://bucket/name` URI; None for any other URI."""
+    if not uri.startswith("gs://"):
+        return None
+    bucket, _, name = uri[len("gs://"):].partition("/")
+    return bucket, name
+
+
 @dataclass(frozen=True)
 class BlobInfo:
     name: str

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from sqlalchemy.orm import Session
 
 from ..ledger import Ledger
+from ..ledger.sql import execute
 from ..ledger.tables import BusDelivery, BusMessage, utcnow
 from ..topology import subscriptions_for
 
@@ -41,7 +42,7 @@ class LedgerBus:
             return []
         now = utcnow()
         message_ids = [uuid.uuid4().hex for _ in messages]
-        pks = tx.execute(_INSERT_MESSAGES, [
+        pks = execute(tx, _INSERT_MESSAGES, [
             dict(message_id=mid, topic=topic, data=data, attributes=dict(attributes), published_at=now)
             for mid, (topic, data, attributes) in zip(message_ids, messages, strict=True)
         ]).scalars().all()
@@ -52,7 +53,7 @@ class LedgerBus:
             for sub in subscriptions_for(topic, dict(attributes))
         ]
         if deliveries:
-            tx.execute(_INSERT_DELIVERIES, deliveries)
+            execute(tx, _INSERT_DELIVERIES, deliveries)
         return message_ids
 
     def notify(self) -> None:

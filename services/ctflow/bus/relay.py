@@ -2,15 +2,14 @@
 
 Two ways to publish, chosen once from the bus:
 - A bus stored in the ledger's own database (the embedded `LedgerBus`) is written in the
-  same transaction that marks the rows sent: one transaction, and a row is published
-  exactly once even if two relays race for it or the process dies half-way.
+  very transaction that writes the outbox rows (`Ledger.publish_in_transaction`): an
+  event is published exactly when it commits, with no window for a crash to leave it
+  unsent. After commit the relay only wakes the dispatcher. Reconcile still publishes
+  any unsent row (one written without the relay), in the transaction that marks it sent.
 - Any other bus (Pub/Sub) is called after the rows are committed; the rows are then
-  marked sent in one statement. A crash in between publishes them again from
-  reconcile, which consumers dedupe by CloudEvent id.
-
-Right after commit, concurrent requests' rows for the ledger bus are coalesced
-(ctflow.bus.coalescing): whoever gets the turn publishes every row queued so far in one
-transaction. Pub/Sub calls are not batched, so one slow publish never holds up others.
+  marked sent, concurrent publishers' rows in one transaction (ctflow.coalescing). A
+  crash in between publishes them again from reconcile, which consumers dedupe by
+  CloudEvent id. Pub/Sub calls are not batched, so one slow publish never holds up others.
 """
 
 from __future__ import annotations
@@ -18,29 +17,42 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import NamedTuple
 
+from sqlalchemy.orm import Session
+
+from ..coalescing import Coalescer
 from ..ledger import Ledger, outbox
 from ..ledger.outbox import OutboxRow
 from ..ledger.tables import OutboxMessage
 from . import MessageBus
-from .coalescing import Coalescer
 
 log = logging.getLogger(__name__)
 
 
+class Settled(NamedTuple):
+    """One publisher's outcome: rows sent, and rows that failed with their error."""
+
+    sent: list[int]
+    failed: list[tuple[int, str]]
+
+
 class OutboxRelay:
+    """Publishes one ledger's outbox to one bus. A ledger has one relay: the last one built for it
+    decides whether its commits publish in the transaction."""
+
     def __init__(self, ledger: Ledger, bus: MessageBus) -> None:
         self.ledger = ledger
         self.bus = bus
         self._in_ledger = getattr(bus, "ledger", None) is ledger and hasattr(bus, "write")
-        self._after_commit: Coalescer[int, set[int]] = Coalescer(
-            lambda ids: self._publish_in_ledger(ids, timedelta(0)))
+        ledger.publish_in_transaction(self._write_to_bus if self._in_ledger else None)
+        # Outside buses: rows published after concurrent commits are marked sent together (group commit).
+        self._settling: Coalescer[Settled, None] = Coalescer(self._settle)
 
     def publish(self, *, older_than: timedelta = timedelta(0)) -> int:
         """Publish every unsent row at least `older_than` old (the reconcile step); returns how many."""
         if self._in_ledger:
-            return len(self._publish_in_ledger(None, older_than))
+            return self._publish_in_ledger(older_than)
         with self.ledger.transaction() as tx:
             rows = outbox.unsent(tx, older_than=older_than)
         return len(self._publish_then_mark(rows))
@@ -48,23 +60,25 @@ class OutboxRelay:
     def publish_written(self, rows: Sequence[OutboxRow]) -> int:
         """Publish rows this process has just committed, from memory (nothing is read back).
 
-        On the ledger bus, rows other requests committed meanwhile go out in the same batch.
+        On the ledger bus they were published in their own commit: this wakes the dispatcher.
         """
         if not rows:
             return 0
         if not self._in_ledger:
             return len(self._publish_then_mark(rows))
-        sent = self._after_commit.submit([row.id for row in rows])
-        return sum(1 for row in rows if row.id in sent)
+        self.bus.notify()  # type: ignore[attr-defined]
+        return len(rows)
 
-    def _publish_in_ledger(self, ids: Sequence[int] | None, older_than: timedelta) -> set[int]:
-        bus: Any = self.bus
+    def _write_to_bus(self, tx: Session, rows: list[OutboxRow]) -> None:
+        self.bus.write(tx, [(row.topic, row.data, row.attributes) for row in rows])  # type: ignore[attr-defined]
+
+    def _publish_in_ledger(self, older_than: timedelta) -> int:
         with self.ledger.transaction() as tx:
-            rows = outbox.take_unsent(tx, ids=ids, older_than=older_than)
-            bus.write(tx, [(row.topic, row.data, row.attributes) for row in rows])
+            rows = outbox.take_unsent(tx, older_than=older_than)
+            self._write_to_bus(tx, rows)
         if rows:
-            bus.notify()
-        return {row.id for row in rows}
+            self.bus.notify()  # type: ignore[attr-defined]
+        return len(rows)
 
     def _publish_then_mark(self, rows: Sequence[OutboxRow | OutboxMessage]) -> set[int]:
         sent: list[int] = []
@@ -78,8 +92,13 @@ class OutboxRelay:
             else:
                 sent.append(row.id)
         if sent or failed:
-            with self.ledger.transaction() as tx:
-                outbox.mark_sent(tx, sent)
-                for row_id, error in failed:
-                    outbox.mark_failed(tx, row_id, error)
+            self._settling.submit(Settled(sent, failed))
         return set(sent)
+
+    def _settle(self, batch: list[Settled]) -> list[None]:
+        """Record what concurrent publishers sent and what failed, in one transaction."""
+        with self.ledger.transaction() as tx:
+            outbox.mark_sent(tx, [row_id for settled in batch for row_id in settled.sent])
+            for row_id, error in (failure for settled in batch for failure in settled.failed):
+                outbox.mark_failed(tx, row_id, error)
+        return [None] * len(batch)

@@ -1,5 +1,6 @@
 """Runs the whole system in one process: six services on loopback ports, the durable bus
-dispatcher, the bucket watcher and the reconcile timer.
+(its dispatcher, and a publish endpoint for processes outside the stack such as trainers),
+the bucket watcher, the scheduler and the reconcile timer.
 
 Services share one `Dependencies` (one ledger engine). `endpoints.json` in the home
 folder tells clients where everything is; it is removed on a clean stop.
@@ -23,6 +24,7 @@ from ..deps import Dependencies
 from ..settings import Settings
 from ..topology import SERVICES
 from .dispatcher import Dispatcher
+from .publisher import create_publisher_app
 from .scheduler import Scheduler
 from .watcher import BucketWatcher
 
@@ -39,18 +41,26 @@ def bind_loopback(host: str, port: int = 0) -> socket.socket:
     return sock
 
 
+def _server(app: Any) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+                                         timeout_graceful_shutdown=5))
+
+
 class EmbeddedStack:
     def __init__(self, settings: Settings, *, port_base: int | None = None,
                  services: tuple[str, ...] = SERVICES) -> None:
         self.settings = settings
         self.services = [s for s in SERVICES if s in services]
-        self._sockets = {name: bind_loopback(settings.host, port_base + i if port_base else 0)
-                         for i, name in enumerate(self.services)}
-        self.urls = {name: f"http://{settings.host}:{sock.getsockname()[1]}/" for name, sock in self._sockets.items()}
+        # The services' ports, then the bus endpoint's (consecutive from port_base when given).
+        self._sockets = [bind_loopback(settings.host, port_base + i if port_base else 0)
+                         for i in range(len(self.services) + 1)]
+        urls = [f"http://{settings.host}:{sock.getsockname()[1]}/" for sock in self._sockets]
+        self.urls, self.bus_url = dict(zip(self.services, urls, strict=False)), urls[-1]
         self.settings.service_urls = dict(self.urls)
+        self.settings.bus_url = self.bus_url
         self.stop_event = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._servers: list[uvicorn.Server] = []
+        self._servers: list[uvicorn.Server] = []  # in the order of self._sockets
         self._loop_thread: threading.Thread | None = None
         self.deps: Dependencies | None = None
         self.dispatcher: Dispatcher | None = None
@@ -62,6 +72,7 @@ class EmbeddedStack:
     def endpoints(self) -> dict[str, Any]:
         return {
             **{name.replace("-", "_"): url for name, url in self.urls.items()},
+            "bus": self.bus_url,
             "mlflow": self.settings.tracking_uri,
             "bucket": str(self.settings.bucket_dir),
             "serving": {},
@@ -78,8 +89,8 @@ class EmbeddedStack:
             module = importlib.import_module(SERVICE_MODULES[name])
             app = module.create_app(deps_factory=lambda: deps)
             reconcilers.extend(r for r in module.RECONCILERS if r not in reconcilers)
-            config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on", timeout_graceful_shutdown=5)
-            self._servers.append(uvicorn.Server(config))
+            self._servers.append(_server(app))
+        self._servers.append(_server(create_publisher_app(deps.bus, self.settings.max_request_bytes)))
         self._loop_thread = threading.Thread(target=self._serve_all, name="uvicorn", daemon=True)
         self._loop_thread.start()
         watcher = BucketWatcher(self.settings.bucket_dir, "local-bucket", deps.bus,
@@ -111,8 +122,8 @@ class EmbeddedStack:
 
     def _serve_all(self) -> None:
         async def main() -> None:
-            await asyncio.gather(*(server.serve(sockets=[self._sockets[name]])
-                                   for name, server in zip(self.services, self._servers, strict=True)))
+            await asyncio.gather(*(server.serve(sockets=[sock])
+                                   for sock, server in zip(self._sockets, self._servers, strict=True)))
         asyncio.run(main())
 
     def _wait_healthy(self, timeout: float = 30.0) -> None:

@@ -7,12 +7,15 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from .sql import insert_ignore
+from .sql import execute, insert_ignore
 from .tables import DatasetVersion
+
+_SEEN = "ctflow.datasets_seen"  # Session.info key: what `latest` read in this transaction
 
 
 def record(session: Session, **values: Any) -> DatasetVersion | None:
     """Record a version; None when this marker generation was already recorded."""
+    session.info.pop(_SEEN, None)
     if insert_ignore(session, DatasetVersion, values) is None:
         return None
     return DatasetVersion(**values)  # what was inserted; no need to read it back
@@ -21,13 +24,18 @@ def record(session: Session, **values: Any) -> DatasetVersion | None:
 def latest(session: Session, pipeline: str, version: str | None = None) -> DatasetVersion | None:
     """The newest recorded version of the pipeline (or the newest with that version name).
 
-    Read on every hyperparameter message, so the statements are built once and the row
-    comes back as a detached value (no ORM identity map work): callers only read it.
+    Read on every hyperparameter message, so the statements are built once, the row comes
+    back as a detached value (callers only read it), and a transaction that handles a
+    batch of messages reads each (pipeline, version) once: only `record` changes it.
     """
-    statement, params = (_LATEST, {"pipeline": pipeline}) if version is None else \
-        (_LATEST_NAMED, {"pipeline": pipeline, "version": version})
-    row = session.execute(statement, params).first()
-    return DatasetVersion(**row._mapping) if row is not None else None
+    seen = session.info.setdefault(_SEEN, {})
+    key = (pipeline, version)
+    if key not in seen:
+        statement, params = (_LATEST, {"pipeline": pipeline}) if version is None else \
+            (_LATEST_NAMED, {"pipeline": pipeline, "version": version})
+        row = execute(session, statement, params).first()
+        seen[key] = DatasetVersion(**row._mapping) if row is not None else None
+    return seen[key]
 
 
 _COLUMNS = DatasetVersion.__table__.c

@@ -13,14 +13,15 @@ SQLite's busy timeout as before.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .sql import DEFERRED, write_deferred
+from . import outbox
+from .sql import CONNECTION, DEFERRED, write_deferred
 
 # The newest migration under migrations/versions; a test keeps it equal to Alembic's head.
 SCHEMA_HEAD = "0001_initial"
@@ -35,7 +36,8 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, *, writer: bool = True) -> Engine:
+    """`writer`: SQLite transactions take the write lock at BEGIN; readers begin deferred."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
@@ -52,8 +54,8 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         @event.listens_for(engine, "begin")
-        def _begin_immediate(conn):  # type: ignore[no-untyped-def]
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        def _begin(conn):  # type: ignore[no-untyped-def]
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
         return engine
     # No pre-ping: it costs a round trip on every transaction. A connection the server
@@ -83,15 +85,41 @@ def _turn_for(url: str) -> AbstractContextManager[None]:
         return _Turn(_SQLITE_TURNS.setdefault(url, threading.RLock()))
 
 
+InTransactionPublisher = Callable[[Session, list[outbox.OutboxRow]], None]
+
+
 class Ledger:
-    """Owns the engine; hands out one Session per transaction."""
+    """Owns the engine; hands out one Session per transaction.
+
+    At commit it writes what the transaction deferred: staged outbox rows (published in
+    the same commit when a bus lives in this database) and deferred timeline rows.
+    """
 
     def __init__(self, url: str) -> None:
         self.url = normalize_url(url)
         self.engine = make_engine(self.url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        event.listen(self._sessions, "before_commit", write_deferred)
+        event.listen(self._sessions, "before_commit", self._write_pending)
         self._turn = _turn_for(self.url)
+        self._publisher: InTransactionPublisher | None = None
+        # Reads on SQLite get engines of their own, beginning deferred: in WAL mode a reader
+        # never waits for the writer (nor takes its turn). PostgreSQL reads use the one engine.
+        self._reader = make_engine(self.url, writer=False) if self.url.startswith("sqlite") else self.engine
+        self._read_sessions = sessionmaker(self._reader, expire_on_commit=False)
+
+    def publish_in_transaction(self, publisher: InTransactionPublisher | None) -> None:
+        """Have `publisher(tx, rows)` publish outbox rows in the transaction that writes them (None: don't).
+
+        For a bus stored in this same database: an event is then published exactly when
+        it is committed, with no window in which a crash leaves it unsent.
+        """
+        self._publisher = publisher
+
+    def _write_pending(self, session: Session, *_: object) -> None:
+        staged = outbox.write_staged(session, sent=self._publisher is not None)
+        if staged and self._publisher is not None:
+            self._publisher(session, staged)
+        write_deferred(session)
 
     @property
     def dialect(self) -> str:
@@ -102,6 +130,14 @@ class Ledger:
         """Commit on success, roll back on any exception."""
         with self._turn, self._sessions.begin() as session:
             session.info[DEFERRED] = {}
+            session.info[outbox.STAGED] = []
+            session.info[CONNECTION] = session.connection()
+            yield session
+
+    @contextmanager
+    def reading(self) -> Iterator[Session]:
+        """A transaction that only reads: a consistent snapshot that never waits for writers."""
+        with self._read_sessions.begin() as session:
             yield session
 
     def schema_revision(self) -> str | None:
@@ -121,3 +157,4 @@ class Ledger:
 
     def dispose(self) -> None:
         self.engine.dispose()
+        self._reader.dispose()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from ..events import Event
@@ -14,6 +14,13 @@ def claim(session: Session, consumer: str, source: str, event_id: str, event_typ
     """Record the event; False when this consumer already has it (a duplicate)."""
     values = dict(consumer=consumer, source=source, event_id=event_id, event_type=event_type, outcome=outcome)
     return insert_ignore(session, InboxEntry, values) is not None
+
+
+def holds(session: Session, consumer: str, source: str, event_id: str) -> bool:
+    """Whether this consumer already has the event."""
+    inbox = InboxEntry.__table__.c
+    return session.execute(select(inbox.id).where(
+        inbox.consumer == consumer, inbox.source == source, inbox.event_id == event_id)).first() is not None
 
 
 def claim_event(session: Session, consumer: str, event: Event, outcome: str = "processed") -> bool:

@@ -1,34 +1,41 @@
 """The outbox: events written in the handler's transaction, published after commit.
 
-Rows are written and settled with plain statements: `add` inserts and returns what
-was written as an `OutboxRow` (the relay publishes from it without reading it back),
-and rows are marked sent a batch at a time.
+`add` stages a row on the transaction and returns it as an `OutboxRow`; the ledger
+writes every staged row at commit as one INSERT and fills in their ids, so the relay
+publishes from memory without reading anything back. A bus stored in the ledger's own
+database is written in that same commit (`Ledger.publish_in_transaction`), its rows
+born sent; for any other bus, rows are marked sent a batch at a time once published.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
 from ..codec import to_pubsub
 from ..events import Event
-from .sql import insert_returning_id
+from .sql import execute
 from .tables import OutboxMessage, utcnow
 
 
-class OutboxRow(NamedTuple):
-    """An outbox row as written: what the relay needs to publish it."""
+@dataclass(slots=True)
+class OutboxRow:
+    """An outbox row: what the relay needs to publish it. `id` is set once the row is written."""
 
-    id: int
     topic: str
     event_id: str
     event_type: str
     data: bytes
     attributes: dict[str, Any]
+    id: int | None = None
+
+
+STAGED = "ctflow.staged_outbox"  # Session.info key: rows `add` staged, written by `write_staged` at commit
 
 
 _OUTBOX = OutboxMessage.__table__
@@ -37,8 +44,7 @@ _UNSENT = _COLUMNS.sent_at.is_(None)
 _SENT_NOW = {"sent_at": bindparam("now"), "attempts": _COLUMNS.attempts + 1}
 _PUBLISHED = (_COLUMNS.id, _COLUMNS.topic, _COLUMNS.event_id, _COLUMNS.event_type, _COLUMNS.data, _COLUMNS.attributes)
 # Built once: these run for every event, and building a statement costs more than running it.
-_TAKE_IDS = (update(_OUTBOX).where(_COLUMNS.id.in_(bindparam("ids", expanding=True)), _UNSENT)
-             .values(_SENT_NOW).returning(*_PUBLISHED))
+_INSERT = _OUTBOX.insert().returning(_COLUMNS.id, sort_by_parameter_order=True)
 _TAKE_DUE = (update(_OUTBOX).where(_COLUMNS.id.in_(
     select(_COLUMNS.id).where(_UNSENT, _COLUMNS.created_at <= bindparam("due"))
     .order_by(_COLUMNS.id).limit(bindparam("limit")).scalar_subquery()), _UNSENT)
@@ -47,12 +53,38 @@ _MARK_SENT = update(_OUTBOX).where(_COLUMNS.id.in_(bindparam("ids", expanding=Tr
 
 
 def add(session: Session, topic: str, event: Event) -> OutboxRow:
-    """Write the event in this transaction; returns the row as written."""
+    """Queue the event in this transaction; it is written at commit (at once outside a ledger transaction)."""
     data, attributes = to_pubsub(event)
-    values = dict(topic=topic, event_id=event.id, event_type=event.type, data=data, attributes=attributes,
-                  created_at=utcnow(), attempts=0)
-    row_id = insert_returning_id(session, OutboxMessage, values)
-    return OutboxRow(row_id, topic, event.id, event.type, data, attributes)
+    row = OutboxRow(topic, event.id, event.type, data, attributes)
+    staged = session.info.get(STAGED)
+    if staged is None:
+        write(session, [row])
+    else:
+        staged.append(row)
+    return row
+
+
+def write_staged(session: Session, *, sent: bool = False) -> list[OutboxRow]:
+    """Write the rows staged on this transaction (one INSERT) and return them, ids filled in."""
+    rows = session.info.get(STAGED)
+    if not rows:
+        return []
+    session.info[STAGED] = []
+    write(session, rows, sent=sent)
+    return rows
+
+
+def write(session: Session, rows: Sequence[OutboxRow], *, sent: bool = False) -> None:
+    """INSERT rows now, in order, setting their ids; `sent` when their bus message is written in this transaction."""
+    now = utcnow()
+    settled = {"sent_at": now, "attempts": 1} if sent else {"sent_at": None, "attempts": 0}
+    ids = execute(session, _INSERT, [
+        dict(topic=row.topic, event_id=row.event_id, event_type=row.event_type, data=row.data,
+             attributes=row.attributes, created_at=now, **settled)
+        for row in rows
+    ]).scalars().all()
+    for row, row_id in zip(rows, ids, strict=True):
+        row.id = row_id
 
 
 def unsent(session: Session, *, older_than: timedelta = timedelta(0), limit: int = 500) -> list[OutboxMessage]:
@@ -61,28 +93,26 @@ def unsent(session: Session, *, older_than: timedelta = timedelta(0), limit: int
     return list(session.scalars(query.order_by(OutboxMessage.id).limit(limit)))
 
 
-def take_unsent(session: Session, *, older_than: timedelta = timedelta(0), limit: int = 500,
-                ids: Sequence[int] | None = None) -> list[OutboxRow]:
-    """Mark the given (or all due) unsent rows sent and return them, in id order, in one statement.
+def take_unsent(session: Session, *, older_than: timedelta = timedelta(0), limit: int = 500) -> list[OutboxRow]:
+    """Mark due unsent rows sent and return them, in id order, in one statement.
 
     For a bus that publishes inside this same transaction: the row is sent exactly when
     its message is written. Two relays racing for a row cannot both take it: the
     second one's UPDATE waits for the first and then finds it sent.
     """
     now = utcnow()
-    if ids is not None:
-        taken = session.execute(_TAKE_IDS, {"ids": list(ids), "now": now})
-    else:
-        taken = session.execute(_TAKE_DUE, {"due": now - older_than, "limit": limit, "now": now})
-    return sorted((OutboxRow(*row) for row in taken), key=lambda row: row.id)
+    taken = execute(session, _TAKE_DUE, {"due": now - older_than, "limit": limit, "now": now})
+    rows = [OutboxRow(topic, event_id, event_type, data, attributes, row_id)
+            for row_id, topic, event_id, event_type, data, attributes in taken]
+    return sorted(rows, key=lambda row: row.id or 0)
 
 
 def mark_sent(session: Session, ids: Sequence[int], when: datetime | None = None) -> None:
     """Mark rows sent (rows already sent are left as they were)."""
     if ids:
-        session.execute(_MARK_SENT, {"ids": list(ids), "now": when or utcnow()})
+        execute(session, _MARK_SENT, {"ids": list(ids), "now": when or utcnow()})
 
 
 def mark_failed(session: Session, row_id: int, error: str) -> None:
-    session.execute(update(_OUTBOX).where(_COLUMNS.id == row_id)
+    execute(session, update(_OUTBOX).where(_COLUMNS.id == row_id)
                     .values(attempts=_COLUMNS.attempts + 1, last_error=error[:2000]))

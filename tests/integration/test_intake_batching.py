@@ -1,0 +1,118 @@
+"""Group commit in the intake: deliveries queued behind a transaction share the next one.
+
+Sharing a transaction must never show: each delivery gets its own outcome, duplicates
+within a batch are still duplicates, and a delivery that fails (rejected, or a
+transient error) rolls back only itself: the others are handled again, each alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from sqlalchemy import select
+
+from ctflow.codec import to_http_binary
+from ctflow.events import Event
+from ctflow.intake import HandlerContext, Intake, Outcome, Rejected
+from ctflow.ledger import runs
+from ctflow.ledger.tables import DeadLetter, Run
+
+EVENT_TYPE = "test.batched.v1"
+
+
+class Recorder:
+    """A handler that creates one run per event; "hold" waits for the test, "bad" is rejected, "flaky" fails once."""
+
+    def __init__(self) -> None:
+        self.held = threading.Event()
+        self.release = threading.Event()
+        self.transactions: dict[str, list[int]] = {}
+        self.flaked = False
+
+    def __call__(self, ctx: HandlerContext) -> Outcome:
+        name = ctx.event.id
+        self.transactions.setdefault(name, []).append(id(ctx.tx))
+        runs.create(ctx.tx, run_id=f"digits-{name}", pipeline="digits", trigger={"kind": "test"},
+                    hyperparameters={}, service="test")
+        if name == "hold":
+            self.held.set()
+            assert self.release.wait(10)
+        if name == "bad":
+            raise Rejected("the test says this one is bad")
+        if name == "flaky" and not self.flaked:
+            self.flaked = True
+            raise ConnectionError("ledger hiccup")
+        return Outcome("processed")
+
+
+def _request(name: str) -> tuple[dict[str, str], bytes]:
+    return to_http_binary(Event(type=EVENT_TYPE, source="//test/batching", id=name, data={"name": name}))
+
+
+def _queued(intake: Intake, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(intake._batches._queue) < count and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert len(intake._batches._queue) == count
+
+
+def _deliver_behind_a_held_one(deps, names: list[str]) -> tuple[Recorder, dict[str, Outcome]]:  # type: ignore[no-untyped-def]
+    """Hold one delivery in its transaction, queue `names` behind it, let go; each name's outcome."""
+    recorder = Recorder()
+    intake = Intake("test-consumer", {EVENT_TYPE: recorder}, deps)
+    with ThreadPoolExecutor(len(names) + 1) as pool:
+        first = pool.submit(intake.receive, *_request("hold"))
+        assert recorder.held.wait(10)
+        others = {name: pool.submit(intake.receive, *_request(name)) for name in names}
+        _queued(intake, len(names))
+        recorder.release.set()
+        assert first.result(10).status == "processed"
+        return recorder, {name: future.result(10) for name, future in others.items()}
+
+
+def _run_ids(deps) -> list[str]:  # type: ignore[no-untyped-def]
+    with deps.ledger.transaction() as tx:
+        return sorted(tx.scalars(select(Run.id)))
+
+
+def test_queued_deliveries_share_one_transaction_and_each_gets_its_outcome(deps):
+    recorder, outcomes = _deliver_behind_a_held_one(deps, ["a", "b", "c"])
+    assert len({recorder.transactions[name][0] for name in "abc"}) == 1  # one shared transaction
+    assert [o.status for o in outcomes.values()] == ["processed"] * 3
+    assert _run_ids(deps) == ["digits-a", "digits-b", "digits-c", "digits-hold"]
+
+
+def test_a_duplicate_within_a_batch_is_a_duplicate(deps):
+    recorder = Recorder()
+    intake = Intake("test-consumer", {EVENT_TYPE: recorder}, deps)
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(intake.receive, *_request("hold"))
+        assert recorder.held.wait(10)
+        twins = [pool.submit(intake.receive, *_request("twin")) for _ in range(3)]
+        _queued(intake, 3)
+        recorder.release.set()
+        first.result(10)
+        statuses = sorted(f.result(10).status for f in twins)
+    assert statuses == ["duplicate", "duplicate", "processed"]
+    assert recorder.transactions["twin"] == recorder.transactions["twin"][:1]  # handled once
+    assert _run_ids(deps) == ["digits-hold", "digits-twin"]
+
+
+def test_a_rejected_delivery_rolls_back_only_itself(deps):
+    """The batch is rolled back and redone one by one: the bad one is a dead letter, the rest are processed."""
+    recorder, outcomes = _deliver_behind_a_held_one(deps, ["a", "bad", "c"])
+    assert {name: o.status for name, o in outcomes.items()} == {"a": "processed", "bad": "rejected", "c": "processed"}
+    assert len(recorder.transactions["a"]) == 2 and recorder.transactions["a"][0] != recorder.transactions["a"][1]
+    assert _run_ids(deps) == ["digits-a", "digits-c", "digits-hold"]
+    with deps.ledger.transaction() as tx:
+        letter = tx.scalars(select(DeadLetter)).one()
+    assert (letter.event_id, letter.reason) == ("bad", "the test says this one is bad")
+
+
+def test_a_transient_failure_in_a_batch_is_retried_alone_and_fails_only_if_it_fails_again(deps):
+    """"flaky" fails once, in the shared transaction; alone it succeeds, and nothing is lost or doubled."""
+    _, outcomes = _deliver_behind_a_held_one(deps, ["a", "flaky", "c"])
+    assert {o.status for o in outcomes.values()} == {"processed"}
+    assert _run_ids(deps) == ["digits-a", "digits-c", "digits-flaky", "digits-hold"]
