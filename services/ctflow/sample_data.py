@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ctflow.atomic import write_atomically
 from ctflow.manifest import MARKER_NAME, build_manifest
 
 if TYPE_CHECKING:
@@ -72,13 +72,6 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def digits_holdout_bytes() -> bytes:
     """The pinned holdout set as npz bytes (reproducible: its sha256 is pinned in digits.yaml)."""
     x, y = digits_arrays()
@@ -89,7 +82,7 @@ def digits_holdout_bytes() -> bytes:
 def write_digits_holdout(dest_file: Path) -> str:
     """Write the pinned holdout set to `dest_file` and return its sha256."""
     data = digits_holdout_bytes()
-    _write_atomically(Path(dest_file), data)
+    write_atomically(Path(dest_file), data)
     return hashlib.sha256(data).hexdigest()
 
 
@@ -103,11 +96,11 @@ def write_digits_dataset(dest: Path, *, version: str | None = None) -> Path:
     x, y = digits_arrays()
     keep = ~holdout_mask(y)
     train_file = dest / TRAIN_FILE
-    _write_atomically(train_file, npz_bytes(X=x[keep], y=y[keep]))
+    write_atomically(train_file, npz_bytes(X=x[keep], y=y[keep]))
     extra: dict[str, object] = {"pipeline": "digits"}
     if version is not None:
         extra["version"] = version
-    _write_atomically(dest / MARKER_NAME, build_manifest(dest, [train_file], **extra))
+    write_atomically(dest / MARKER_NAME, build_manifest(dest, [train_file], **extra))
     return dest
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import IO
 
+from ..atomic import write_atomically
 from ..manifest import safe_relative_path
 from . import BlobInfo
 
@@ -30,12 +30,7 @@ class LocalFolderBlobStore:
         return data
 
     def write_bytes(self, name: str, data: bytes) -> BlobInfo:
-        path = self._path(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        write_atomically(self._path(name), data)
         info = self.stat(name)
         assert info is not None
         return info

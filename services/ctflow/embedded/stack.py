@@ -20,6 +20,7 @@ from typing import Any
 import uvicorn
 
 from .. import bootstrap, logs
+from ..atomic import write_atomically
 from ..deps import Dependencies
 from ..settings import Settings
 from ..topology import SERVICES
@@ -100,7 +101,8 @@ class EmbeddedStack:
         self._spawn(Scheduler(deps.pipelines, deps.bus).run, "scheduler")
         self._spawn(lambda stop: self._reconcile_loop(stop, reconcilers), "reconcile")
         self._wait_healthy()
-        self.endpoints_file.write_text(json.dumps(self.endpoints(), indent=2))
+        # atomic: `ctflow` commands and scripts poll for this file and read it as soon as it exists
+        write_atomically(self.endpoints_file, json.dumps(self.endpoints(), indent=2).encode())
         log.info("embedded stack up", extra=logs.fields(endpoints=self.endpoints()))
 
     @staticmethod

@@ -27,6 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..atomic import write_atomically
 from . import JobRequest, JobStatus, processes
 
 if TYPE_CHECKING:
@@ -221,6 +222,4 @@ def _read_record(folder: Path) -> dict[str, Any]:
 
 
 def _write_record(folder: Path, record: dict[str, Any]) -> None:
-    tmp = folder / f".{JOB_FILE}.{os.getpid()}.{threading.get_ident()}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True))
-    os.replace(tmp, folder / JOB_FILE)  # atomic: a reader never sees half a record
+    write_atomically(folder / JOB_FILE, json.dumps(record, indent=2, sort_keys=True).encode())
