@@ -1,19 +1,26 @@
-"""Group commit: callers that arrive while a batch is being written share the next batch.
+"""Group commit: items that arrive while a batch is being written share the next batch.
 
 Concurrent deliveries each need one short ledger transaction, and most of a short
 transaction is BEGIN, COMMIT and the hand-over between threads, not the rows. So a
-caller queues its item; whoever gets a writer's turn takes the queued items (up to
-`max_batch`, oldest first) and writes them all in one call, and each caller gets the
-answer for its own item. Nobody waits for more than the batches ahead of it. With no
-concurrency every call is a batch of one, exactly as without coalescing.
+caller queues its item, a writer thread takes the queued items (up to `max_batch`,
+oldest first) and writes them all in one call, and each caller gets the answer for
+its own item. Nobody waits for more than the batches ahead of it. With no concurrency
+every item is a batch of one.
 
-`writers` bounds how many batches are written at once: one for SQLite (a single
-writer anyway), a few for PostgreSQL, whose round trips then overlap.
+Callers wait in a thread (`submit`) or on an asyncio event loop (`submit_async`): an
+event-loop caller holds no thread while its item waits, and the hand-over back costs
+one loop callback, not a thread switch per delivery.
+
+`writers` bounds how many batches are written at once. Writer threads start when
+items arrive and stop after `idle_seconds` with nothing to do.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
@@ -23,47 +30,83 @@ R = TypeVar("R")
 
 
 class _Slot(Generic[T, R]):
-    __slots__ = ("item", "taken", "done", "result", "error")
+    """One queued item, its answer, and how to tell its caller the answer is there."""
 
-    def __init__(self, item: T) -> None:
+    __slots__ = ("item", "result", "error", "answered")
+
+    def __init__(self, item: T, answered: Callable[[], None]) -> None:
         self.item = item
-        self.taken = False  # a writer has it
-        self.done = False
         self.result: R | None = None
         self.error: BaseException | None = None
+        self.answered = answered
+
+    def outcome(self) -> R:
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
 
 
 class Coalescer(Generic[T, R]):
     """`submit(item)` returns what `write(batch)` answered for that item (`write` answers in batch order)."""
 
-    def __init__(self, write: Callable[[list[T]], Sequence[R]], *, writers: int = 1, max_batch: int = 64) -> None:
+    def __init__(self, write: Callable[[list[T]], Sequence[R]], *, writers: int = 1, max_batch: int = 64,
+                 idle_seconds: float = 5.0) -> None:
         if writers < 1 or max_batch < 1:
             raise ValueError("a coalescer needs at least one writer and batches of at least one item")
         self._write = write
         self._max_writers = writers
         self._max_batch = max_batch
+        self._idle_seconds = idle_seconds
         self._turn = threading.Condition()
         self._queue: deque[_Slot[T, R]] = deque()
-        self._writers = 0
+        self._writers = 0  # writer threads alive
+        self._waiting = 0  # of which, waiting for items
 
     def submit(self, item: T) -> R:
-        slot: _Slot[T, R] = _Slot(item)
+        """Queue `item` and block this thread until its batch is written."""
+        done = threading.Event()
+        slot: _Slot[T, R] = _Slot(item, done.set)
+        self._enqueue(slot)
+        done.wait()
+        return slot.outcome()
+
+    async def submit_async(self, item: T) -> R:
+        """Queue `item` and wait on the running event loop until its batch is written."""
+        loop = asyncio.get_running_loop()
+        answered = loop.create_future()
+        slot: _Slot[T, R] = _Slot(item, lambda: loop.call_soon_threadsafe(_set_once, answered))
+        self._enqueue(slot)
+        await answered
+        return slot.outcome()
+
+    def _enqueue(self, slot: _Slot[T, R]) -> None:
         with self._turn:
             self._queue.append(slot)
-        while True:
-            with self._turn:
-                while not slot.done and (slot.taken or self._writers >= self._max_writers):
-                    self._turn.wait()
-                if slot.done:
-                    break
-                batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
-                for taken in batch:
-                    taken.taken = True
+            if self._waiting:
+                self._turn.notify()
+            elif self._writers < self._max_writers:
                 self._writers += 1
-            self._write_batch(batch)  # may not hold this caller's item when the queue is long: loop
-        if slot.error is not None:
-            raise slot.error
-        return slot.result  # type: ignore[return-value]
+                threading.Thread(target=self._write_while_queued, name="coalescer-writer", daemon=True).start()
+
+    def _write_while_queued(self) -> None:
+        while (batch := self._next_batch()) is not None:
+            self._write_batch(batch)
+
+    def _next_batch(self) -> list[_Slot[T, R]] | None:
+        """The oldest queued items, waiting for some up to `idle_seconds`; None ends this writer."""
+        with self._turn:
+            give_up = time.monotonic() + self._idle_seconds
+            while not self._queue:
+                left = give_up - time.monotonic()
+                if left <= 0:
+                    self._writers -= 1
+                    return None
+                self._waiting += 1
+                try:
+                    self._turn.wait(left)
+                finally:
+                    self._waiting -= 1
+            return [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
 
     def _write_batch(self, batch: list[_Slot[T, R]]) -> None:
         try:
@@ -73,9 +116,11 @@ class Coalescer(Generic[T, R]):
         except BaseException as exc:  # noqa: BLE001 - handed to every caller in the batch
             for slot in batch:
                 slot.error = exc
-        finally:
-            with self._turn:
-                for slot in batch:
-                    slot.done = True
-                self._writers -= 1
-                self._turn.notify_all()
+        for slot in batch:
+            with contextlib.suppress(RuntimeError):  # its caller's event loop has closed: no one is waiting
+                slot.answered()
+
+
+def _set_once(future: asyncio.Future[None]) -> None:
+    if not future.done():  # a caller that was cancelled (client gone) has no one to tell
+        future.set_result(None)

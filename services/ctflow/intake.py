@@ -24,11 +24,12 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from . import failpoints, logs
 from .coalescing import Coalescer
@@ -43,6 +44,8 @@ from .topology import EVENTS_TOPIC
 log = logging.getLogger(__name__)
 
 UNPARSED_SOURCE = "ctflow:unparsed-request"
+UNPARSED_TYPE = "ctflow.unparsed-request"  # the stand-in event type of a request that is not an event
+INLINE_DECODE_BYTES = 64 * 1024  # larger bodies are decoded in a worker thread, off the event loop
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-serverless-authorization"})
 
 
@@ -91,6 +94,11 @@ class HandlerContext:
         so reconcile can finish an action a crash interrupted. Failures are logged.
         """
         self.post_commit.append(action)
+
+    @property
+    def has_after_commit_work(self) -> bool:
+        """Whether what follows the commit may block: actions to run, or events for a bus outside the ledger."""
+        return bool(self.post_commit) or (bool(self.outbox_rows) and not self.deps.relay.publishes_in_commit)
 
     def touched(self, run_id: str) -> None:
         if run_id not in self.run_ids:
@@ -193,10 +201,36 @@ def request_body(stored: Mapping[str, Any]) -> bytes:
 
 @dataclass(frozen=True)
 class _Delivery:
+    """A decoded event and the handler it goes to."""
+
     event: Event
     handler: Handler
     replay_of: str | None
+    headers: Mapping[str, str]
+    body: bytes
     prepared: Any = None
+
+    @property
+    def prepares_first(self) -> bool:
+        """Whether the handler has slow read-only work to do before its transaction (see `prepared_by`)."""
+        return hasattr(self.handler, "prepare")
+
+
+@dataclass(frozen=True)
+class _Refusal:
+    """A request no handler can take; it becomes a dead letter."""
+
+    event: Event  # for a request that is not an event, a stand-in named after its body's digest
+    reason: str
+    headers: Mapping[str, str]
+    body: bytes
+    replay_of: str | None
+
+    @classmethod
+    def unparsed(cls, headers: Mapping[str, str], body: bytes, reason: str, replay_of: str | None) -> _Refusal:
+        """A request with no event id to dedupe on: its body's digest stands in for one."""
+        stand_in = Event(type=UNPARSED_TYPE, source=UNPARSED_SOURCE, id=hashlib.sha256(body).hexdigest())
+        return cls(stand_in, reason, headers, body, replay_of)
 
 
 Handled = tuple[Outcome, HandlerContext | None] | Exception  # a delivery's result, or why it failed
@@ -213,40 +247,76 @@ class Intake:
         self._batches: Coalescer[_Delivery, Handled] = Coalescer(self._handle_batch, max_batch=MAX_BATCH)
 
     def receive(self, headers: Mapping[str, str], body: bytes, *, replay_of: str | None = None) -> Outcome:
+        """Handle one delivery, blocking this thread until it is settled."""
+        return self._handle_routed(self._route(headers, body, replay_of))
+
+    async def receive_async(self, headers: Mapping[str, str], body: bytes, *, replay_of: str | None = None) -> Outcome:
+        """`receive` for the event loop: a plain delivery waits for its batch without holding a thread.
+
+        Whatever may block (a large body's decoding, a handler's `prepare`, a dead letter's
+        transaction, publishing after commit) runs in the thread pool.
+        """
+        if len(body) > INLINE_DECODE_BYTES:
+            return await run_in_threadpool(self.receive, headers, body, replay_of=replay_of)
+        routed = self._route(headers, body, replay_of)
+        if isinstance(routed, _Refusal) or routed.prepares_first:
+            return await run_in_threadpool(self._handle_routed, routed)
+        with _about(routed.event):
+            handled = await self._batches.submit_async(routed)
+            if isinstance(handled, Exception) or (handled[1] is not None and handled[1].has_after_commit_work):
+                return await run_in_threadpool(self._settle, routed, handled)
+            return self._settle(routed, handled)
+
+    def _handle_routed(self, routed: _Delivery | _Refusal) -> Outcome:
+        with _about(routed.event):
+            delivery = self._prepare(routed)
+            if isinstance(delivery, Outcome):
+                return delivery
+            return self._settle(delivery, self._batches.submit(delivery))
+
+    def _route(self, headers: Mapping[str, str], body: bytes, replay_of: str | None) -> _Delivery | _Refusal:
+        """Decode the request and find its handler (no I/O); a refusal says why it cannot be handled."""
         limit = self.deps.settings.max_request_bytes
         if len(body) > limit:
-            reason = f"request body is {len(body)} bytes, over the {limit}-byte limit"
-            return self._reject_unparsed(headers, body, reason, replay_of)
+            return _Refusal.unparsed(headers, body, f"request body is {len(body)} bytes, over the {limit}-byte limit",
+                                     replay_of)
         try:
             event = decode_request(headers, body)
         except MalformedRequest as exc:
-            return self._reject_unparsed(headers, body, str(exc), replay_of)
+            return _Refusal.unparsed(headers, body, str(exc), replay_of)
         handler = self.handlers.get(event.type)
         if handler is None:
             handled = ", ".join(sorted(self.handlers)) or "nothing yet"
             reason = f"{self.service} does not handle events of type {event.type!r}; it handles {handled}"
-            return self._reject(event.source, event.id, event.type, reason, stored_request(headers, body), replay_of)
-        with _about(event):
-            prepared = None
-            if (prepare := getattr(handler, "prepare", None)) is not None:
-                if not replay_of and self._received(event):
-                    return _duplicate(event.source, event.id)
-                try:
-                    prepared = prepare(self.deps, event)
-                except Rejected as exc:
-                    return self._reject(event.source, event.id, event.type, str(exc), stored_request(headers, body),
-                                        replay_of)
-            handled = self._batches.submit(_Delivery(event, handler, replay_of, prepared))
-            if isinstance(handled, Rejected):
-                return self._reject(event.source, event.id, event.type, str(handled), stored_request(headers, body),
-                                    replay_of)
-            if isinstance(handled, Exception):
-                raise handled
-            outcome, ctx = handled
-            if ctx is not None:
-                after_commit(ctx)
-            log.info("%s %s: %s", event.type, event.id, outcome.status, extra=logs.fields(**outcome.to_json()))
-            return outcome
+            return _Refusal(event, reason, headers, body, replay_of)
+        return _Delivery(event, handler, replay_of, headers, body)
+
+    def _prepare(self, routed: _Delivery | _Refusal) -> _Delivery | Outcome:
+        """Dead-letter a refusal; run a handler's `prepare` step, outside any transaction."""
+        if isinstance(routed, _Refusal):
+            return self._reject(routed, routed.reason)
+        if not routed.prepares_first:
+            return routed
+        if not routed.replay_of and self._received(routed.event):
+            return _duplicate(routed.event.source, routed.event.id)
+        try:
+            return replace(routed, prepared=routed.handler.prepare(self.deps, routed.event))  # type: ignore[attr-defined]
+        except Rejected as exc:
+            return self._reject(routed, str(exc))
+
+    def _settle(self, delivery: _Delivery, handled: Handled) -> Outcome:
+        """A handled delivery's answer: dead-letter it if rejected, re-raise a transient failure, or
+        publish what it committed and run its after-commit actions."""
+        if isinstance(handled, Rejected):
+            return self._reject(delivery, str(handled))
+        if isinstance(handled, Exception):
+            raise handled
+        outcome, ctx = handled
+        if ctx is not None:
+            after_commit(ctx)
+        log.info("%s %s: %s", delivery.event.type, delivery.event.id, outcome.status,
+                 extra=logs.fields(**outcome.to_json()))
+        return outcome
 
     def _handle_batch(self, deliveries: list[_Delivery]) -> list[Handled]:
         """Handle deliveries in one transaction; if any fails, each again in its own."""
@@ -300,22 +370,20 @@ class Intake:
         inbox.release(tx, self.service, source, event_id)
         return letter
 
-    def _reject_unparsed(self, headers: Mapping[str, str], body: bytes, reason: str, replay_of: str | None) -> Outcome:
-        """A request with no event id to dedupe on: its body's digest stands in for one."""
-        digest = hashlib.sha256(body).hexdigest()
-        return self._reject(UNPARSED_SOURCE, digest, None, reason, stored_request(headers, body), replay_of)
-
-    def _reject(self, source: str, event_id: str, event_type: str | None, reason: str,
-                request: dict[str, Any], replay_of: str | None) -> Outcome:
+    def _reject(self, routed: _Delivery | _Refusal, reason: str) -> Outcome:
+        """Keep the request as a dead letter with the reason (a replay's letter gets the new reason)."""
+        event, replay_of = routed.event, routed.replay_of
+        event_type = None if event.type == UNPARSED_TYPE else event.type
         with self.deps.ledger.transaction() as tx:
             if replay_of and (letter := dead_letters.get(tx, replay_of)) is not None:
                 letter.reason, letter.replays = reason, letter.replays + 1
                 letter_id = letter.id
-            elif not inbox.claim(tx, self.service, source, event_id, event_type or "unknown", "rejected"):
-                return _duplicate(source, event_id)
+            elif not inbox.claim(tx, self.service, event.source, event.id, event_type or "unknown", "rejected"):
+                return _duplicate(event.source, event.id)
             else:
-                letter_id = dead_letters.add(tx, consumer=self.service, source=source, event_id=event_id,
-                                             event_type=event_type, reason=reason, request=request).id
-        log.warning("dead-lettered %s from %s: %s", event_id, source, reason,
+                letter_id = dead_letters.add(tx, consumer=self.service, source=event.source, event_id=event.id,
+                                             event_type=event_type, reason=reason,
+                                             request=stored_request(routed.headers, routed.body)).id
+        log.warning("dead-lettered %s from %s: %s", event.id, event.source, reason,
                     extra=logs.fields(dead_letter_id=letter_id))
         return Outcome("rejected", reason, dead_letter_id=letter_id)

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from . import logs
-from .auth import Unauthorized
+from .auth import Unauthorized, allow_loopback
 from .warmup import Warmup
 
 if TYPE_CHECKING:
@@ -110,8 +110,9 @@ def create_service(
         except Exception:
             log.exception("warm-up failed; asking the sender to retry")
             return JSONResponse({"status": "retry", "detail": "service is not ready"}, status_code=503)
-        try:  # in a thread: fetching Google's certificates (rarely) must not stall the event loop
-            await run_in_threadpool(deps.authenticate, request.headers)
+        try:  # a token check in a thread: fetching Google's certificates (rarely) must not stall the event loop
+            if deps.authenticate is not allow_loopback:
+                await run_in_threadpool(deps.authenticate, request.headers)
         except Unauthorized as exc:
             log.warning("refused an unauthenticated call to %s: %s", request.url.path, exc)
             return JSONResponse({"error": str(exc)}, status_code=401)
@@ -130,8 +131,8 @@ def create_service(
             _, intake = ready
             body = await read_body(request)
             try:
-                outcome = await run_in_threadpool(intake.receive, dict(request.headers), body,  # type: ignore[union-attr]
-                                                  replay_of=request.headers.get(REPLAY_HEADER))
+                outcome = await intake.receive_async(dict(request.headers), body,  # type: ignore[union-attr]
+                                                     replay_of=request.headers.get(REPLAY_HEADER))
             except Exception:
                 log.exception("transient failure handling a delivery; asking the sender to retry")
                 return JSONResponse({"status": "retry"}, status_code=503)

@@ -31,7 +31,10 @@ class Warmup(Generic[T]):
             return self._future
 
     async def get(self) -> T:
-        return await asyncio.wrap_future(self._current())
+        future = self._current()
+        if future.done():  # warm: no need to wrap it for the event loop
+            return future.result()
+        return await asyncio.wrap_future(future)
 
     @property
     def ready(self) -> bool:

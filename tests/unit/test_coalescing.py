@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,8 +45,9 @@ def _queued(coalescer: Coalescer, count: int) -> None:
 
 def _behind_held_writes(coalescer: Coalescer, writer: HeldWriter, pool: ThreadPoolExecutor, callers: int):  # type: ignore[no-untyped-def]
     """Start `writer.held` writes and hold them; queue `callers` more behind; release. (first, others) futures."""
-    first = [pool.submit(coalescer.submit, n) for n in range(writer.held)]
-    for _ in first:
+    first = []
+    for n in range(writer.held):  # one at a time, so each is a batch of its own
+        first.append(pool.submit(coalescer.submit, n))
         assert writer.started.acquire(timeout=10)
     others = [pool.submit(coalescer.submit, n) for n in range(writer.held, writer.held + callers)]
     _queued(coalescer, callers)
@@ -113,3 +115,41 @@ def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_works():
 def test_a_coalescer_needs_a_writer():
     with pytest.raises(ValueError):
         Coalescer(lambda items: items, writers=0)
+
+
+def test_event_loop_callers_share_a_batch_without_holding_threads():
+    """Coroutines queued behind a held write are written together and each awaits its own answer."""
+    writer = HeldWriter()
+    coalescer = Coalescer(writer)
+
+    async def scenario() -> tuple[int, list[int]]:
+        first = asyncio.ensure_future(coalescer.submit_async(0))
+        await asyncio.to_thread(writer.started.acquire, True, 10)
+        others = [asyncio.ensure_future(coalescer.submit_async(n)) for n in range(1, 5)]
+        await asyncio.to_thread(_queued, coalescer, 4)
+        writer.release.set()
+        return await first, list(await asyncio.gather(*others))
+
+    assert asyncio.run(scenario()) == (0, [10, 20, 30, 40])
+    assert writer.batches == [[0], [1, 2, 3, 4]]
+    assert threading.active_count() < 10  # the callers were coroutines, not threads
+
+
+def test_an_event_loop_caller_gets_its_batch_failure():
+    writer = HeldWriter(fail_batch=1, held=0)
+    coalescer = Coalescer(writer)
+    with pytest.raises(ConnectionError):
+        asyncio.run(coalescer.submit_async(1))
+    assert asyncio.run(coalescer.submit_async(2)) == 20
+
+
+def test_an_idle_writer_thread_stops_and_a_new_one_starts_when_items_arrive():
+    writer = HeldWriter(held=0)
+    coalescer = Coalescer(writer, idle_seconds=0.05)
+    assert coalescer.submit(1) == 10
+    deadline = time.monotonic() + 10
+    while coalescer._writers:  # peeks: how many writer threads are alive
+        assert time.monotonic() < deadline, "the writer thread never stopped"
+        time.sleep(0.01)
+    assert coalescer.submit(2) == 20
+    assert writer.batches == [[1], [2]]

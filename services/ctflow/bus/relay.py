@@ -49,6 +49,11 @@ class OutboxRelay:
         # Outside buses: rows published after concurrent commits are marked sent together (group commit).
         self._settling: Coalescer[Settled, None] = Coalescer(self._settle)
 
+    @property
+    def publishes_in_commit(self) -> bool:
+        """True when events are on the bus once their transaction commits (the bus is in the ledger)."""
+        return self._in_ledger
+
     def publish(self, *, older_than: timedelta = timedelta(0)) -> int:
         """Publish every unsent row at least `older_than` old (the reconcile step); returns how many."""
         if self._in_ledger:
