@@ -82,12 +82,21 @@ def decode_push_envelope(envelope: Mapping[str, Any]) -> Event:
 
 def pubsub_message_data(event: Event) -> tuple[bytes, dict[str, str], str]:
     """(data, attributes, messageId) of a `messagePublished` event's message."""
+    message = _pubsub_message(event)
+    return _b64(message.get("data", "")), dict(message.get("attributes") or {}), pubsub_message_id(event)
+
+
+def pubsub_message_id(event: Event) -> str:
+    """The messageId of a `messagePublished` event's message (the same by push or by Eventarc)."""
+    message = _pubsub_message(event)
+    return str(message.get("messageId") or message.get("message_id") or event.id)
+
+
+def _pubsub_message(event: Event) -> dict[str, Any]:
     message = (event.data or {}).get("message") if isinstance(event.data, dict) else None
     if not isinstance(message, dict):
         raise MalformedRequest('messagePublished event data has no "message" object')
-    return _b64(message.get("data", "")), dict(message.get("attributes") or {}), str(
-        message.get("messageId") or message.get("message_id") or event.id
-    )
+    return message
 
 
 def to_pubsub(event: Event) -> tuple[bytes, dict[str, str]]:

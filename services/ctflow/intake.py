@@ -122,6 +122,23 @@ def prepared_by(prepare: Preparer) -> Callable[[Handler], Handler]:
     return attach
 
 
+InboxKey = tuple[str, str]  # (source, id): what the inbox dedupes a delivery on
+
+
+def deduplicated_by(key: Callable[[Event], InboxKey | None]) -> Callable[[Handler], Handler]:
+    """Dedupe a handler's deliveries on `key(event)` instead of the event's own (source, id).
+
+    For one message that can arrive by two routes with different sources (a Pub/Sub push
+    and Eventarc's `messagePublished`): keyed on the messageId, the second arrival is a
+    duplicate whether the first was processed or dead-lettered. `key` returns None for an
+    event that carries no such key; the event's own source and id are used then.
+    """
+    def attach(handler: Handler) -> Handler:
+        handler.inbox_key = key  # type: ignore[attr-defined]
+        return handler
+    return attach
+
+
 WORK_EVENT_TYPE = "ctflow.service.work"  # the stand-in cause of work outside a delivery; never published
 
 
@@ -205,6 +222,7 @@ class _Delivery:
 
     event: Event
     handler: Handler
+    key: InboxKey  # what the inbox dedupes it on
     replay_of: str | None
     headers: Mapping[str, str]
     body: bytes
@@ -225,6 +243,10 @@ class _Refusal:
     headers: Mapping[str, str]
     body: bytes
     replay_of: str | None
+
+    @property
+    def key(self) -> InboxKey:
+        return self.event.source, self.event.id
 
     @classmethod
     def unparsed(cls, headers: Mapping[str, str], body: bytes, reason: str, replay_of: str | None) -> _Refusal:
@@ -289,7 +311,9 @@ class Intake:
             handled = ", ".join(sorted(self.handlers)) or "nothing yet"
             reason = f"{self.service} does not handle events of type {event.type!r}; it handles {handled}"
             return _Refusal(event, reason, headers, body, replay_of)
-        return _Delivery(event, handler, replay_of, headers, body)
+        keyed = getattr(handler, "inbox_key", None)
+        key = (keyed(event) if keyed else None) or (event.source, event.id)
+        return _Delivery(event, handler, key, replay_of, headers, body)
 
     def _prepare(self, routed: _Delivery | _Refusal) -> _Delivery | Outcome:
         """Dead-letter a refusal; run a handler's `prepare` step, outside any transaction."""
@@ -297,8 +321,8 @@ class Intake:
             return self._reject(routed, routed.reason)
         if not routed.prepares_first:
             return routed
-        if not routed.replay_of and self._received(routed.event):
-            return _duplicate(routed.event.source, routed.event.id)
+        if not routed.replay_of and self._received(routed.key):
+            return _duplicate(*routed.key)
         try:
             return replace(routed, prepared=routed.handler.prepare(self.deps, routed.event))  # type: ignore[attr-defined]
         except Rejected as exc:
@@ -336,23 +360,23 @@ class Intake:
             return exc
 
     def _handle(self, tx: Session, delivery: _Delivery) -> tuple[Outcome, HandlerContext | None]:
-        event = delivery.event
+        event, (source, event_id) = delivery.event, delivery.key
         with _about(event):
-            letter = self._reopen(tx, delivery.replay_of, event.source, event.id) if delivery.replay_of else None
-            if not inbox.claim_event(tx, self.service, event):
-                return _duplicate(event.source, event.id), None
+            letter = self._reopen(tx, delivery.replay_of, source, event_id) if delivery.replay_of else None
+            if not inbox.claim(tx, self.service, source, event_id, event.type, "processed"):
+                return _duplicate(source, event_id), None
             ctx = HandlerContext(tx, self.deps, self.service, event, self._payload(event), prepared=delivery.prepared)
             outcome = delivery.handler(ctx) or Outcome("processed")
             outcome.run_ids = outcome.run_ids or ctx.run_ids
             if outcome.status != "processed":
-                inbox.set_outcome(tx, self.service, event.source, event.id, outcome.status)
+                inbox.set_outcome(tx, self.service, source, event_id, outcome.status)
             if letter is not None:
                 letter.status, letter.replays = "replayed", letter.replays + 1
             return outcome, ctx
 
-    def _received(self, event: Event) -> bool:
+    def _received(self, key: InboxKey) -> bool:
         with self.deps.ledger.reading() as session:
-            return inbox.holds(session, self.service, event.source, event.id)
+            return inbox.holds(session, self.service, *key)
 
     def _payload(self, event: Event) -> BaseModel | None:
         model = EVENT_PAYLOADS.get(event.type)
@@ -372,14 +396,14 @@ class Intake:
 
     def _reject(self, routed: _Delivery | _Refusal, reason: str) -> Outcome:
         """Keep the request as a dead letter with the reason (a replay's letter gets the new reason)."""
-        event, replay_of = routed.event, routed.replay_of
+        event, replay_of, (source, event_id) = routed.event, routed.replay_of, routed.key
         event_type = None if event.type == UNPARSED_TYPE else event.type
         with self.deps.ledger.transaction() as tx:
             if replay_of and (letter := dead_letters.get(tx, replay_of)) is not None:
                 letter.reason, letter.replays = reason, letter.replays + 1
                 letter_id = letter.id
-            elif not inbox.claim(tx, self.service, event.source, event.id, event_type or "unknown", "rejected"):
-                return _duplicate(event.source, event.id)
+            elif not inbox.claim(tx, self.service, source, event_id, event_type or "unknown", "rejected"):
+                return _duplicate(source, event_id)
             else:
                 letter_id = dead_letters.add(tx, consumer=self.service, source=event.source, event_id=event.id,
                                              event_type=event_type, reason=reason,

@@ -1,7 +1,9 @@
 """Validate a hyperparameter message, expand its sweep, resolve the dataset, request training.
 
 The message arrives as a Pub/Sub push or as Eventarc's `messagePublished`; both reach
-here as the same event. Dedup is per messageId, whichever way it came.
+here as the same event. Dedup is per messageId, whichever way it came: the intake claims
+the messageId before the handler runs, so a bad message that arrives both ways is one
+dead letter, not two.
 """
 
 from __future__ import annotations
@@ -11,10 +13,11 @@ import json
 from pydantic import ValidationError
 
 from ctflow import events
-from ctflow.codec import MalformedRequest, pubsub_message_data
+from ctflow.codec import MalformedRequest, pubsub_message_data, pubsub_message_id
 from ctflow.contracts import HyperparameterMessage, explain
-from ctflow.intake import HandlerContext, Outcome, Rejected
-from ctflow.ledger import datasets, inbox, runs
+from ctflow.events import Event
+from ctflow.intake import HandlerContext, Outcome, Rejected, deduplicated_by
+from ctflow.ledger import datasets, runs
 from ctflow.topology import HPARAM_CONSUMER
 
 from .sweeps import SweepTooLarge, expand
@@ -22,6 +25,15 @@ from .sweeps import SweepTooLarge, expand
 MESSAGE_ID_SOURCE = "pubsub:message-id"
 
 
+def message_id_key(event: Event) -> tuple[str, str] | None:
+    """Dedup per messageId, whether the message came as a push or through Eventarc."""
+    try:
+        return MESSAGE_ID_SOURCE, pubsub_message_id(event)
+    except MalformedRequest:
+        return None
+
+
+@deduplicated_by(message_id_key)
 def on_message_published(ctx: HandlerContext) -> Outcome:
     try:
         data, attributes, message_id = pubsub_message_data(ctx.event)
@@ -34,8 +46,6 @@ def on_message_published(ctx: HandlerContext) -> Outcome:
         message = HyperparameterMessage.model_validate(doc)
     except ValidationError as exc:
         raise Rejected(f"hyperparameter message is invalid: {explain(exc)}") from None
-    if not inbox.claim(ctx.tx, HPARAM_CONSUMER, MESSAGE_ID_SOURCE, message_id, ctx.event.type, "processed"):
-        return Outcome("duplicate", f"message {message_id} was already received")
 
     spec = ctx.deps.pipelines.get(message.pipeline)
     if spec is None:

@@ -94,6 +94,17 @@ def test_invalid_messages_become_dead_letters_with_reasons(deps, consumer, arriv
         assert json.loads(letter.request["body"])["message"]["messageId"] == "m-bad"
 
 
+def test_a_bad_message_arriving_by_push_and_by_eventarc_is_one_dead_letter(deps, consumer, arrived):
+    """The intake claims the messageId before validating, so the second route is a duplicate."""
+    message = {"pipeline": "digits", "hyperparameters": {"lr": 5}}
+    answers = [consumer.post("/", content=body, headers=headers).json()
+               for headers, body in (push_request(message, "m-twice"), _eventarc_request(message, "m-twice"))]
+    assert [a["status"] for a in answers] == ["rejected", "duplicate"]
+    assert "m-twice" in answers[1]["detail"]
+    with deps.ledger.transaction() as tx:
+        assert tx.scalar(select(func.count()).select_from(DeadLetter)) == 1
+
+
 @pytest.mark.parametrize(("headers", "body", "expected"), [
     ({"content-type": "application/json"}, b'{"message": {"data": ', "not valid JSON"),
     ({"content-type": "application/json"}, b'{"hello": "world"}', "neither a CloudEvent"),

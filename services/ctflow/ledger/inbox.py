@@ -5,7 +5,6 @@ from __future__ import annotations
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from ..events import Event
 from .sql import insert_ignore
 from .tables import InboxEntry
 
@@ -21,10 +20,6 @@ def holds(session: Session, consumer: str, source: str, event_id: str) -> bool:
     inbox = InboxEntry.__table__.c
     return session.execute(select(inbox.id).where(
         inbox.consumer == consumer, inbox.source == source, inbox.event_id == event_id)).first() is not None
-
-
-def claim_event(session: Session, consumer: str, event: Event, outcome: str = "processed") -> bool:
-    return claim(session, consumer, event.source, event.id, event.type, outcome)
 
 
 def set_outcome(session: Session, consumer: str, source: str, event_id: str, outcome: str) -> None:
