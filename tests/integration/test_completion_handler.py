@@ -117,9 +117,10 @@ def start_training(deps, trained: Trained, name: str) -> str:  # type: ignore[no
     """A ledger run in `training`, as the job-launcher leaves it, for the job trained as `name`."""
     data = trained.data(name)
     with deps.ledger.transaction() as tx:
-        run = runs.create(tx, run_id=data["run_id"], pipeline="digits", service="dataset-listener",
-                          trigger={"kind": "dataset", "event_id": f"evt-{name}", "source": "//test"},
-                          hyperparameters=trained.hyperparameters[name], dataset_version="v1", dataset=trained.dataset)
+        runs.create(tx, run_id=data["run_id"], pipeline="digits", service="dataset-listener",
+                    trigger={"kind": "dataset", "event_id": f"evt-{name}", "source": "//test"},
+                    hyperparameters=trained.hyperparameters[name], dataset_version="v1", dataset=trained.dataset)
+        run = runs.get(tx, data["run_id"])
         runs.transition(tx, run, states.TRAINING, "job-launcher")
         run.job = {"job_id": data["job_id"], "backend": "local"}
     return data["run_id"]

@@ -1,7 +1,7 @@
 """The ledger's event path on SQLite and PostgreSQL: live runs, timeline order, the outbox relay.
 
-These pin what the fast paths must keep: a run from `runs.create` is a live ORM object,
-deferred timeline entries are visible and ordered, the embedded bus publishes an event
+These pin what the fast paths must keep: a run `runs.create` defers can be read and
+changed in its own transaction, deferred timeline entries are visible and ordered, the embedded bus publishes an event
 in the commit that writes it and any unsent row exactly once however many relays race,
 and SQLite writers take turns instead of failing or sleeping in SQLite's busy handler.
 """
@@ -24,8 +24,9 @@ from ctflow.topology import EVENTS_TOPIC
 
 
 def _create(tx, run_id: str) -> Run:  # type: ignore[no-untyped-def]
-    return runs.create(tx, run_id=run_id, pipeline="digits", trigger={"kind": "test"}, hyperparameters={"lr": 0.1},
-                       service="test", dataset_version="v1", dataset={"version": "v1"})
+    runs.create(tx, run_id=run_id, pipeline="digits", trigger={"kind": "test"}, hyperparameters={"lr": 0.1},
+                service="test", dataset_version="v1", dataset={"version": "v1"})
+    return runs.get(tx, run_id)
 
 
 def _event(n: int) -> Event:
@@ -33,7 +34,8 @@ def _event(n: int) -> Event:
 
 
 def test_created_run_is_live_and_its_timeline_is_ordered(deps):
-    """Changes to a just-created run are saved; its timeline reads back in order, even mid-transaction."""
+    """A just-created run reads back in its transaction and changes to it are saved; its timeline
+    reads back in order, even mid-transaction."""
     with deps.ledger.transaction() as tx:
         run = _create(tx, "digits-live")
         runs.transition(tx, run, states.QUEUED, "test", reason="waiting for a slot")
@@ -49,6 +51,21 @@ def test_created_run_is_live_and_its_timeline_is_ordered(deps):
     assert [(e.kind, e.name) for e in timeline] == [
         ("state", "requested"), ("state", "queued"), ("received", events.TRAINING_REQUESTED)]
     assert timeline[1].detail == {"reason": "waiting for a slot"} and timeline[2].event_id == "e-1"
+
+
+def test_deferred_rows_are_written_parents_first_and_seen_before_commit(deps):
+    """A timeline entry deferred before a new run's row still lands after it (the foreign key holds
+    on PostgreSQL), and listing in the same transaction sees the new run."""
+    with deps.ledger.transaction() as tx:
+        _create(tx, "digits-old")
+    with deps.ledger.transaction() as tx:
+        runs.note_event(tx, "digits-old", "received", _event(1), "test")  # queues a timeline row first
+        runs.create(tx, run_id="digits-new", pipeline="digits", trigger={"kind": "test"}, hyperparameters={},
+                    service="test")
+        assert {r.id for r in runs.listing(tx)} == {"digits-old", "digits-new"}
+    with deps.ledger.transaction() as tx:
+        assert [e.name for e in runs.timeline(tx, "digits-new")] == ["requested"]
+        assert len(runs.timeline(tx, "digits-old")) == 2
 
 
 def test_a_rolled_back_transaction_leaves_no_run_and_no_timeline(deps):

@@ -1,8 +1,9 @@
 """Runs and their timelines.
 
-Runs are ORM objects (handlers change them in their transaction). Timeline entries are
-plain rows deferred to commit (ctflow.ledger.sql.defer_insert), written in call order as
-one INSERT; `timeline` writes pending ones before it reads.
+Runs are ORM objects once written (handlers change them in their transaction). New runs
+and timeline entries are plain rows deferred to commit (ctflow.ledger.sql.defer_insert),
+each table's written as one INSERT; `get`, `listing` and `timeline` write pending ones
+before they read.
 """
 
 from __future__ import annotations
@@ -11,14 +12,12 @@ import hashlib
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm import Session
 
 from .. import states
 from ..events import Event, trace_id_for
-from .sql import defer_insert, insert_rows, write_deferred
+from .sql import defer_insert, write_deferred
 from .tables import Run, TimelineEntry, utcnow
-
-_UNSET_COLUMNS = {column.key: None for column in Run.__table__.columns}  # a new run's empty fields, loaded
 
 
 def run_id_for(pipeline: str, *key: str) -> str:
@@ -28,26 +27,22 @@ def run_id_for(pipeline: str, *key: str) -> str:
 
 
 def create(session: Session, *, run_id: str, pipeline: str, trigger: dict[str, Any], hyperparameters: dict[str, Any],
-           service: str, dataset_version: str | None = None, dataset: dict[str, Any] | None = None) -> Run:
-    """Insert a `requested` run and return it attached to `session`, live as if loaded.
+           service: str, dataset_version: str | None = None, dataset: dict[str, Any] | None = None) -> None:
+    """Add a `requested` run, and its first timeline entry, to this transaction.
 
-    The row is written with one plain INSERT and the object joins the session as
-    persistent, so later changes flush as UPDATEs: this skips a unit-of-work flush, the
-    costliest step of creating a run. A second run with the same id fails here, at once.
+    Both rows are deferred to commit (ctflow.ledger.sql.defer_insert): the runs a batch of
+    deliveries creates are written as one INSERT. `get` and `listing` see them before
+    then. A second run with the same id fails the transaction at commit.
     """
     now = utcnow()
-    values = dict(id=run_id, pipeline=pipeline, state=states.REQUESTED, trigger=trigger,
-                  hyperparameters=hyperparameters, dataset_version=dataset_version, dataset=dataset,
-                  trace_id=trace_id_for(run_id), created_at=now, updated_at=now)
-    insert_rows(session, Run, [values])
-    run = Run(**{**_UNSET_COLUMNS, **values})
-    make_transient_to_detached(run)
-    session.add(run)
-    note_state(session, run, service)
-    return run
+    defer_insert(session, Run, dict(id=run_id, pipeline=pipeline, state=states.REQUESTED, trigger=trigger,
+                                    hyperparameters=hyperparameters, dataset_version=dataset_version,
+                                    dataset=dataset, trace_id=trace_id_for(run_id), created_at=now, updated_at=now))
+    _note(session, run_id, "state", states.REQUESTED, service, None, None)
 
 
 def get(session: Session, run_id: str, *, for_update: bool = False) -> Run | None:
+    write_deferred(session)
     if for_update and session.bind is not None and session.bind.dialect.name == "postgresql":
         return session.scalars(select(Run).where(Run.id == run_id).with_for_update()).one_or_none()
     return session.get(Run, run_id)
@@ -65,14 +60,18 @@ def transition(session: Session, run: Run, target: str, service: str, *, reason:
 
 def note_state(session: Session, run: Run, service: str, detail: dict[str, Any] | None = None) -> None:
     info = {**(detail or {}), **({"reason": run.reason} if run.reason else {})}
-    defer_insert(session, TimelineEntry, dict(run_id=run.id, at=utcnow(), kind="state", name=run.state,
-                                              service=service, event_id=None, detail=info or None))
+    _note(session, run.id, "state", run.state, service, None, info or None)
 
 
 def note_event(session: Session, run_id: str, kind: str, event: Event, service: str) -> None:
     """`kind` is "received" or "emitted"."""
-    defer_insert(session, TimelineEntry, dict(run_id=run_id, at=utcnow(), kind=kind, name=event.type,
-                                              service=service, event_id=event.id, detail={"source": event.source}))
+    _note(session, run_id, kind, event.type, service, event.id, {"source": event.source})
+
+
+def _note(session: Session, run_id: str, kind: str, name: str, service: str, event_id: str | None,
+          detail: dict[str, Any] | None) -> None:
+    defer_insert(session, TimelineEntry, dict(run_id=run_id, at=utcnow(), kind=kind, name=name, service=service,
+                                              event_id=event_id, detail=detail))
 
 
 def timeline(session: Session, run_id: str) -> list[TimelineEntry]:
@@ -81,6 +80,7 @@ def timeline(session: Session, run_id: str) -> list[TimelineEntry]:
 
 
 def listing(session: Session, *, pipeline: str | None = None, state: str | None = None, limit: int = 100) -> list[Run]:
+    write_deferred(session)
     query = select(Run)
     if pipeline:
         query = query.where(Run.pipeline == pipeline)

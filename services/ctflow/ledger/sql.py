@@ -61,16 +61,25 @@ def defer_insert(session: Session, model: type[DeclarativeBase], row: dict[str, 
 def write_deferred(session: Session, *_: Any) -> None:
     """Write every deferred row now (the Ledger calls this before commit; readers before reading).
 
-    Pending ORM changes are flushed first, so a deferred row may refer to an object
-    added in the same transaction.
+    Tables are written parents first (a run before its timeline), and pending ORM changes
+    are flushed first, so a deferred row may refer to an object added in the same transaction.
     """
     pending = session.info.get(DEFERRED)
-    if pending:
-        session.flush()
-    while pending:
-        model, rows = next(iter(pending.items()))
-        del pending[model]
+    if not pending:
+        return
+    session.flush()
+    models = sorted(pending, key=lambda model: _table_order()[model.__table__.name])  # type: ignore[attr-defined]
+    batches = [(model, pending.pop(model)) for model in models]
+    for model, rows in batches:
         insert_rows(session, model, rows)
+
+
+@cache
+def _table_order() -> dict[str, int]:
+    """Table name -> its place in dependency order (parents first)."""
+    from .tables import Base
+
+    return {table.name: place for place, table in enumerate(Base.metadata.sorted_tables)}
 
 
 @cache
