@@ -84,3 +84,30 @@ def test_catalog_sees_specs_added_renamed_and_removed(tmp_path):
     assert set(catalog.all()) == {"digits"}
     (tmp_path / "pipelines" / "digits.yaml").unlink()
     assert catalog.all() == {}
+
+
+@pytest.mark.parametrize(("change", "valid"), [
+    ({}, True),
+    ({"epochs": 3.0}, True),  # JSON Schema counts 3.0 as an integer
+    ({"epochs": True}, False),  # a boolean is not
+    ({"lr": 0}, False),  # exclusiveMinimum
+    ({"lr": 1}, True),
+    ({"model": "cnn"}, True),
+    ({"model": "rnn"}, False),
+    ({"optimizer": "sgd"}, False),  # additionalProperties: false
+    ({"seed": -1}, False),
+    ({"batch_size": "64"}, False),
+])
+def test_hyperparameter_validator_fast_path_agrees_with_jsonschema(change, valid):
+    """jsonschema-rs only answers "valid"; what it accepts, python-jsonschema accepts too."""
+    from jsonschema import Draft202012Validator
+
+    from ctflow.pipelines import HyperparameterValidator, load_spec
+
+    spec = load_spec(REPO_ROOT / "deploy/pipelines/digits.yaml")
+    values = {**spec.hyperparameters.defaults, **change}
+    validator = HyperparameterValidator(spec.hyperparameters.schema_)
+    assert validator._fast is not None  # the digits schema compiles in jsonschema-rs
+    assert validator._fast.is_valid(values) is valid
+    assert Draft202012Validator(spec.hyperparameters.schema_).is_valid(values) is valid
+    assert (validator.problems(values) == []) is valid
