@@ -347,7 +347,7 @@ class Intake:
         if len(deliveries) > 1:
             try:
                 with self.deps.ledger.transaction() as tx:
-                    return [self._handle(tx, delivery) for delivery in deliveries]
+                    return list(self._handle_all(tx, deliveries))
             except Exception:  # noqa: BLE001 - rolled back; the deliveries one by one say which failed
                 log.debug("a batch of %d deliveries failed; handling each on its own", len(deliveries))
         return [self._handle_alone(delivery) for delivery in deliveries]
@@ -355,21 +355,26 @@ class Intake:
     def _handle_alone(self, delivery: _Delivery) -> Handled:
         try:
             with self.deps.ledger.transaction() as tx:
-                return self._handle(tx, delivery)
+                return self._handle_all(tx, [delivery])[0]
         except Exception as exc:  # noqa: BLE001 - handed back to the delivery's caller
             return exc
 
-    def _handle(self, tx: Session, delivery: _Delivery) -> tuple[Outcome, HandlerContext | None]:
-        event, (source, event_id) = delivery.event, delivery.key
+    def _handle_all(self, tx: Session, deliveries: list[_Delivery]) -> list[tuple[Outcome, HandlerContext | None]]:
+        """Claim every delivery's inbox key in one statement, then run the handler of each new one, in order."""
+        letters = {place: self._reopen(tx, d.replay_of, *d.key) for place, d in enumerate(deliveries) if d.replay_of}
+        new = inbox.claim_many(tx, self.service, [(*d.key, d.event.type) for d in deliveries])
+        return [self._handle(tx, delivery, letters.get(place)) if new[place] else (_duplicate(*delivery.key), None)
+                for place, delivery in enumerate(deliveries)]
+
+    def _handle(self, tx: Session, delivery: _Delivery, letter: Any) -> tuple[Outcome, HandlerContext | None]:
+        """Run the handler of a claimed delivery; `letter` is the dead letter it replays, if any."""
+        event = delivery.event
         with _about(event):
-            letter = self._reopen(tx, delivery.replay_of, source, event_id) if delivery.replay_of else None
-            if not inbox.claim(tx, self.service, source, event_id, event.type, "processed"):
-                return _duplicate(source, event_id), None
             ctx = HandlerContext(tx, self.deps, self.service, event, self._payload(event), prepared=delivery.prepared)
             outcome = delivery.handler(ctx) or Outcome("processed")
             outcome.run_ids = outcome.run_ids or ctx.run_ids
             if outcome.status != "processed":
-                inbox.set_outcome(tx, self.service, source, event_id, outcome.status)
+                inbox.set_outcome(tx, self.service, *delivery.key, outcome.status)
             if letter is not None:
                 letter.status, letter.replays = "replayed", letter.replays + 1
             return outcome, ctx

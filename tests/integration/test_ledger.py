@@ -68,6 +68,18 @@ def test_deferred_rows_are_written_parents_first_and_seen_before_commit(deps):
         assert len(runs.timeline(tx, "digits-old")) == 2
 
 
+def test_claiming_many_events_at_once_says_which_are_new(deps):
+    """One statement: an event already held, and a repeat within the list, are not new."""
+    with deps.ledger.transaction() as tx:
+        assert inbox.claim(tx, "consumer", "//src", "held", "t", "processed")
+    with deps.ledger.transaction() as tx:
+        new = inbox.claim_many(tx, "consumer", [("//src", "a", "t"), ("//src", "held", "t"), ("//src", "a", "t"),
+                                                ("//other", "a", "t")])
+    assert new == [True, False, False, True]
+    with deps.ledger.transaction() as tx:
+        assert all(inbox.holds(tx, "consumer", *key) for key in [("//src", "a"), ("//other", "a")])
+
+
 def test_a_rolled_back_transaction_leaves_no_run_and_no_timeline(deps):
     """Deferred timeline rows go with their transaction."""
     with pytest.raises(RuntimeError), deps.ledger.transaction() as tx:

@@ -2,17 +2,43 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select, update
+from collections.abc import Sequence
+from functools import cache
+
+from sqlalchemy import Insert, delete, select, update
 from sqlalchemy.orm import Session
 
-from .sql import insert_ignore
+from .sql import dialect_of, execute, insert_ignoring_conflicts
 from .tables import InboxEntry
 
 
 def claim(session: Session, consumer: str, source: str, event_id: str, event_type: str, outcome: str) -> bool:
     """Record the event; False when this consumer already has it (a duplicate)."""
-    values = dict(consumer=consumer, source=source, event_id=event_id, event_type=event_type, outcome=outcome)
-    return insert_ignore(session, InboxEntry, values) is not None
+    return claim_many(session, consumer, [(source, event_id, event_type)], outcome)[0]
+
+
+def claim_many(session: Session, consumer: str, events: Sequence[tuple[str, str, str]],
+               outcome: str = "processed") -> list[bool]:
+    """Record each (source, id, type) in one statement; for each, whether it was new.
+
+    False for an event this consumer already has, and for a repeat of an earlier one in
+    `events` (the first is the one that counts).
+    """
+    first: dict[tuple[str, str], int] = {}
+    for place, (source, event_id, _) in enumerate(events):
+        first.setdefault((source, event_id), place)
+    rows = [dict(consumer=consumer, source=events[place][0], event_id=events[place][1],
+                 event_type=events[place][2], outcome=outcome) for place in first.values()]
+    new = {(source, event_id) for source, event_id in execute(session, _claim_statement(dialect_of(session)), rows)}
+    return [first[(source, event_id)] == place and (source, event_id) in new
+            for place, (source, event_id, _) in enumerate(events)]
+
+
+@cache
+def _claim_statement(dialect: str) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING RETURNING the keys it inserted (many rows: one multi-row INSERT)."""
+    inbox = InboxEntry.__table__
+    return insert_ignoring_conflicts(dialect, inbox).returning(inbox.c.source, inbox.c.event_id)  # type: ignore[arg-type]
 
 
 def holds(session: Session, consumer: str, source: str, event_id: str) -> bool:

@@ -84,8 +84,13 @@ def _table_order() -> dict[str, int]:
 
 @cache
 def _insert_ignore(dialect: str, table: Table) -> Insert:
+    return insert_ignoring_conflicts(dialect, table).returning(table.c.id)
+
+
+def insert_ignoring_conflicts(dialect: str, table: Table) -> Insert:
+    """INSERT … ON CONFLICT DO NOTHING in `dialect` (SQLite or PostgreSQL)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing().returning(table.c.id)
+    return insert(table).on_conflict_do_nothing()
