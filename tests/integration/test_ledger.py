@@ -80,6 +80,26 @@ def test_claiming_many_events_at_once_says_which_are_new(deps):
         assert all(inbox.holds(tx, "consumer", *key) for key in [("//src", "a"), ("//other", "a")])
 
 
+def test_a_transaction_writes_each_table_in_one_statement_however_many_events_it_has(deps):
+    """Eight events, their runs and bus messages: one INSERT per table, on SQLite too (a RETURNING
+    that must keep parameter order would make SQLAlchemy write SQLite rows one statement each)."""
+    inserts: list[str] = []
+    listener = lambda conn, cursor, statement, *args: inserts.append(statement.split("(")[0].strip())  # noqa: E731
+    event.listen(deps.ledger.engine, "before_cursor_execute", listener)
+    try:
+        with deps.ledger.transaction() as tx:
+            for n in range(8):
+                runs.create(tx, run_id=f"digits-{n}", pipeline="digits", trigger={"kind": "test"},
+                            hyperparameters={}, service="test")
+                outbox.add(tx, EVENTS_TOPIC, Event(type=events.TRAINING_REQUESTED, source="//ctflow/test",
+                                                   id=f"e-{n}", subject=f"digits-{n}", data={"n": n}))
+    finally:
+        event.remove(deps.ledger.engine, "before_cursor_execute", listener)
+    written = sorted(statement for statement in inserts if statement.startswith("INSERT"))
+    assert written == ["INSERT INTO bus_deliveries", "INSERT INTO bus_messages", "INSERT INTO outbox",
+                       "INSERT INTO run_timeline", "INSERT INTO runs"]
+
+
 def test_a_rolled_back_transaction_leaves_no_run_and_no_timeline(deps):
     """Deferred timeline rows go with their transaction."""
     with pytest.raises(RuntimeError), deps.ledger.transaction() as tx:

@@ -21,7 +21,9 @@ from ..topology import subscriptions_for
 Message = tuple[str, bytes, Mapping[str, str]]  # topic, data, attributes
 
 _MESSAGES = BusMessage.__table__
-_INSERT_MESSAGES = _MESSAGES.insert().returning(_MESSAGES.c.id, sort_by_parameter_order=True)
+# Returning each row's message_id to match pks to messages: asking for parameter order instead
+# makes SQLAlchemy insert one row per statement on SQLite.
+_INSERT_MESSAGES = _MESSAGES.insert().returning(_MESSAGES.c.message_id, _MESSAGES.c.id)
 _INSERT_DELIVERIES = BusDelivery.__table__.insert()
 
 
@@ -42,14 +44,14 @@ class LedgerBus:
             return []
         now = utcnow()
         message_ids = [uuid.uuid4().hex for _ in messages]
-        pks = execute(tx, _INSERT_MESSAGES, [
+        pks = dict(execute(tx, _INSERT_MESSAGES, [
             dict(message_id=mid, topic=topic, data=data, attributes=dict(attributes), published_at=now)
             for mid, (topic, data, attributes) in zip(message_ids, messages, strict=True)
-        ]).scalars().all()
+        ]).all())
         deliveries = [
-            dict(message_pk=pk, subscription=sub.name, status="pending", attempts=0, next_attempt_at=now,
+            dict(message_pk=pks[mid], subscription=sub.name, status="pending", attempts=0, next_attempt_at=now,
                  updated_at=now)
-            for pk, (topic, _, attributes) in zip(pks, messages, strict=True)
+            for mid, (topic, _, attributes) in zip(message_ids, messages, strict=True)
             for sub in subscriptions_for(topic, dict(attributes))
         ]
         if deliveries:

@@ -9,6 +9,7 @@ born sent; for any other bus, rows are marked sent a batch at a time once publis
 
 from __future__ import annotations
 
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -44,7 +45,9 @@ _UNSENT = _COLUMNS.sent_at.is_(None)
 _SENT_NOW = {"sent_at": bindparam("now"), "attempts": _COLUMNS.attempts + 1}
 _PUBLISHED = (_COLUMNS.id, _COLUMNS.topic, _COLUMNS.event_id, _COLUMNS.event_type, _COLUMNS.data, _COLUMNS.attributes)
 # Built once: these run for every event, and building a statement costs more than running it.
-_INSERT = _OUTBOX.insert().returning(_COLUMNS.id, sort_by_parameter_order=True)
+# Ids come back with event ids to match them to rows: asking for parameter order instead makes
+# SQLAlchemy insert one row per statement on SQLite.
+_INSERT = _OUTBOX.insert().returning(_COLUMNS.event_id, _COLUMNS.id)
 _TAKE_DUE = (update(_OUTBOX).where(_COLUMNS.id.in_(
     select(_COLUMNS.id).where(_UNSENT, _COLUMNS.created_at <= bindparam("due"))
     .order_by(_COLUMNS.id).limit(bindparam("limit")).scalar_subquery()), _UNSENT)
@@ -78,13 +81,16 @@ def write(session: Session, rows: Sequence[OutboxRow], *, sent: bool = False) ->
     """INSERT rows now, in order, setting their ids; `sent` when their bus message is written in this transaction."""
     now = utcnow()
     settled = {"sent_at": now, "attempts": 1} if sent else {"sent_at": None, "attempts": 0}
-    ids = execute(session, _INSERT, [
+    written = execute(session, _INSERT, [
         dict(topic=row.topic, event_id=row.event_id, event_type=row.event_type, data=row.data,
              attributes=row.attributes, created_at=now, **settled)
         for row in rows
-    ]).scalars().all()
-    for row, row_id in zip(rows, ids, strict=True):
-        row.id = row_id
+    ])
+    ids: dict[str, deque[int]] = defaultdict(deque)  # an event id written twice gets its ids in row order
+    for event_id, row_id in sorted(written, key=lambda pair: pair[1]):
+        ids[event_id].append(row_id)
+    for row in rows:
+        row.id = ids[row.event_id].popleft()
 
 
 def unsent(session: Session, *, older_than: timedelta = timedelta(0), limit: int = 500) -> list[OutboxMessage]:
