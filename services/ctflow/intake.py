@@ -347,7 +347,7 @@ class Intake:
         if len(deliveries) > 1:
             try:
                 with self.deps.ledger.transaction() as tx:
-                    return list(self._handle_all(tx, deliveries))
+                    return self._handle_all(tx, deliveries)
             except Exception:  # noqa: BLE001 - rolled back; the deliveries one by one say which failed
                 log.debug("a batch of %d deliveries failed; handling each on its own", len(deliveries))
         return [self._handle_alone(delivery) for delivery in deliveries]
