@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.routing import Route
 
 from . import logs
 from .auth import Unauthorized, allow_loopback
@@ -122,7 +123,6 @@ def create_service(
         return deps, intake
 
     if handlers is not None:
-        @app.post("/")
         async def receive(request: Request) -> JSONResponse:
             """Receive one CloudEvent (binary or structured) or Pub/Sub push message."""
             ready = await authorised(request)
@@ -137,6 +137,10 @@ def create_service(
                 log.exception("transient failure handling a delivery; asking the sender to retry")
                 return JSONResponse({"status": "retry"}, status_code=503)
             return JSONResponse(outcome.to_json())
+
+        # A plain Starlette route: senders are machines, and FastAPI's per-request machinery
+        # (dependencies, parameter parsing) cost about 0.1 ms of CPU per event for nothing here.
+        app.router.routes.append(Route("/", receive, methods=["POST"]))
 
     @app.post("/reconcile")
     async def reconcile(request: Request) -> JSONResponse:
