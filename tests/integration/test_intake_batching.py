@@ -11,6 +11,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 from sqlalchemy import select
 
 from ctflow.codec import to_http_binary
@@ -18,6 +19,8 @@ from ctflow.events import Event
 from ctflow.intake import HandlerContext, Intake, Outcome, Rejected
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, Run
+from ctflow.service import create_service
+from tests.support import serving
 
 EVENT_TYPE = "test.batched.v1"
 
@@ -65,8 +68,10 @@ def _deliver_behind_a_held_one(deps, names: list[str]) -> tuple[Recorder, dict[s
     with ThreadPoolExecutor(len(names) + 1) as pool:
         first = pool.submit(intake.receive, *_request("hold"))
         assert recorder.held.wait(10)
-        others = {name: pool.submit(intake.receive, *_request(name)) for name in names}
-        _queued(intake, len(names))
+        others = {}
+        for queued, name in enumerate(names, 1):  # one at a time, so the batch holds them in this order
+            others[name] = pool.submit(intake.receive, *_request(name))
+            _queued(intake, queued)
         recorder.release.set()
         assert first.result(10).status == "processed"
         return recorder, {name: future.result(10) for name, future in others.items()}
@@ -116,3 +121,43 @@ def test_a_transient_failure_in_a_batch_is_retried_alone_and_fails_only_if_it_fa
     _, outcomes = _deliver_behind_a_held_one(deps, ["a", "flaky", "c"])
     assert {o.status for o in outcomes.values()} == {"processed"}
     assert _run_ids(deps) == ["digits-a", "digits-c", "digits-flaky", "digits-hold"]
+
+
+# ---- the same over HTTP: deliveries wait for their batch on the event loop --------------------------
+
+def _service(recorder: Recorder, deps):  # type: ignore[no-untyped-def]
+    return create_service("test-consumer", {EVENT_TYPE: recorder}, reconcilers=(), deps_factory=lambda: deps)
+
+
+def _post(url: str, name: str) -> httpx.Response:
+    headers, body = _request(name)
+    return httpx.post(url, content=body, headers=headers, timeout=30)
+
+
+def test_http_deliveries_queued_behind_a_transaction_share_the_next_one(deps):
+    recorder = Recorder()
+    app = _service(recorder, deps)
+    with serving(app) as url, ThreadPoolExecutor(5) as pool:
+        first = pool.submit(_post, url, "hold")
+        assert recorder.held.wait(10)
+        others = {name: pool.submit(_post, url, name) for name in "abc"}
+        _, intake = app.state.warmup._future.result()
+        _queued(intake, 3)
+        recorder.release.set()
+        assert first.result(10).json()["status"] == "processed"
+        answers = {name: future.result(10) for name, future in others.items()}
+    assert {(a.status_code, a.json()["status"]) for a in answers.values()} == {(200, "processed")}
+    assert len({recorder.transactions[name][0] for name in "abc"}) == 1  # one shared transaction
+    assert _run_ids(deps) == ["digits-a", "digits-b", "digits-c", "digits-hold"]
+
+
+def test_an_http_delivery_that_fails_transiently_is_a_503_and_its_redelivery_is_processed(deps):
+    """Nothing is committed for the 503: Pub/Sub's redelivery is the first to take effect."""
+    recorder = Recorder()
+    with serving(_service(recorder, deps)) as url:
+        failed = _post(url, "flaky")
+        assert (failed.status_code, failed.json()) == (503, {"status": "retry"})
+        assert _run_ids(deps) == []
+        again = _post(url, "flaky")
+    assert (again.status_code, again.json()["status"]) == (200, "processed")
+    assert _run_ids(deps) == ["digits-flaky"]
