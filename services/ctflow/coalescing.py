@@ -11,8 +11,8 @@ Callers wait in a thread (`submit`) or on an asyncio event loop (`submit_async`)
 event-loop caller holds no thread while its item waits, and the hand-over back costs
 one loop callback, not a thread switch per delivery.
 
-`writers` bounds how many batches are written at once. Writer threads start when
-items arrive and stop after `idle_seconds` with nothing to do.
+One batch is written at a time, by one writer thread that starts when items arrive
+and stops after `idle_seconds` with nothing to do.
 """
 
 from __future__ import annotations
@@ -49,18 +49,16 @@ class _Slot(Generic[T, R]):
 class Coalescer(Generic[T, R]):
     """`submit(item)` returns what `write(batch)` answered for that item (`write` answers in batch order)."""
 
-    def __init__(self, write: Callable[[list[T]], Sequence[R]], *, writers: int = 1, max_batch: int = 64,
+    def __init__(self, write: Callable[[list[T]], Sequence[R]], *, max_batch: int = 64,
                  idle_seconds: float = 5.0) -> None:
-        if writers < 1 or max_batch < 1:
-            raise ValueError("a coalescer needs at least one writer and batches of at least one item")
+        if max_batch < 1:
+            raise ValueError("a coalescer needs batches of at least one item")
         self._write = write
-        self._max_writers = writers
         self._max_batch = max_batch
         self._idle_seconds = idle_seconds
         self._turn = threading.Condition()
         self._queue: deque[_Slot[T, R]] = deque()
-        self._writers = 0  # writer threads alive
-        self._waiting = 0  # of which, waiting for items
+        self._writing = False  # the writer thread is alive
 
     def submit(self, item: T) -> R:
         """Queue `item` and block this thread until its batch is written."""
@@ -82,10 +80,10 @@ class Coalescer(Generic[T, R]):
     def _enqueue(self, slot: _Slot[T, R]) -> None:
         with self._turn:
             self._queue.append(slot)
-            if self._waiting:
-                self._turn.notify()
-            elif self._writers < self._max_writers:
-                self._writers += 1
+            if self._writing:
+                self._turn.notify()  # wakes the writer if it waits; a busy one finds the item next
+            else:
+                self._writing = True
                 threading.Thread(target=self._write_while_queued, name="coalescer-writer", daemon=True).start()
 
     def _write_while_queued(self) -> None:
@@ -93,19 +91,15 @@ class Coalescer(Generic[T, R]):
             self._write_batch(batch)
 
     def _next_batch(self) -> list[_Slot[T, R]] | None:
-        """The oldest queued items, waiting for some up to `idle_seconds`; None ends this writer."""
+        """The oldest queued items, waiting for some up to `idle_seconds`; None ends the writer."""
         with self._turn:
             give_up = time.monotonic() + self._idle_seconds
             while not self._queue:
                 left = give_up - time.monotonic()
                 if left <= 0:
-                    self._writers -= 1
+                    self._writing = False
                     return None
-                self._waiting += 1
-                try:
-                    self._turn.wait(left)
-                finally:
-                    self._waiting -= 1
+                self._turn.wait(left)
             return [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
 
     def _write_batch(self, batch: list[_Slot[T, R]]) -> None:

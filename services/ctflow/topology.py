@@ -16,7 +16,6 @@ HPARAMS_TOPIC = "ctflow-hparams"
 STORAGE_TOPIC = "gcs-object-finalized"  # embedded stand-in for Eventarc's GCS source
 
 
-
 def publish_url(bus_url: str, topic: str = EVENTS_TOPIC) -> str:
     """Where the embedded stack's bus endpoint (ctflow.embedded.publisher) takes a topic's events."""
     return f"{bus_url.rstrip('/')}/topics/{topic}"

@@ -13,11 +13,11 @@ from ctflow.coalescing import Coalescer
 
 
 class HeldWriter:
-    """Records each batch and answers item * 10; the first `held` batches wait until the test lets them finish."""
+    """Records each batch and answers item * 10; the first batch waits until the test lets it finish (if `hold`)."""
 
-    def __init__(self, fail_batch: int | None = None, held: int = 1) -> None:
+    def __init__(self, fail_batch: int | None = None, hold: bool = True) -> None:
         self.batches: list[list[int]] = []
-        self.held = held
+        self.hold = hold
         self.started = threading.Semaphore(0)
         self.release = threading.Event()
         self.fail_batch = fail_batch
@@ -27,7 +27,7 @@ class HeldWriter:
         with self._lock:
             self.batches.append(list(items))
             number = len(self.batches)
-        if number <= self.held:
+        if number == 1 and self.hold:
             self.started.release()
             assert self.release.wait(10)
         if number == self.fail_batch:
@@ -43,21 +43,21 @@ def _queued(coalescer: Coalescer, count: int) -> None:
     assert len(coalescer._queue) == count
 
 
-def _behind_held_writes(coalescer: Coalescer, writer: HeldWriter, pool: ThreadPoolExecutor, callers: int):  # type: ignore[no-untyped-def]
-    """Start `writer.held` writes and hold them; queue `callers` more behind; release. (first, others) futures."""
-    first = []
-    for n in range(writer.held):  # one at a time, so each is a batch of its own
-        first.append(pool.submit(coalescer.submit, n))
-        assert writer.started.acquire(timeout=10)
-    others = [pool.submit(coalescer.submit, n) for n in range(writer.held, writer.held + callers)]
-    _queued(coalescer, callers)
+def _behind_a_held_write(coalescer: Coalescer, writer: HeldWriter, pool: ThreadPoolExecutor, callers: int):  # type: ignore[no-untyped-def]
+    """Start item 0's write and hold it; queue items 1..`callers` behind it, in order; release. (first, others)."""
+    first = pool.submit(coalescer.submit, 0)
+    assert writer.started.acquire(timeout=10)
+    others = []
+    for n in range(1, callers + 1):  # one at a time, so the queue holds them in this order
+        others.append(pool.submit(coalescer.submit, n))
+        _queued(coalescer, n)
     writer.release.set()
     return first, others
 
 
 def test_a_lone_caller_writes_its_own_batch():
     """Without concurrency each call is a batch of one, answered at once."""
-    writer = HeldWriter(held=0)
+    writer = HeldWriter(hold=False)
     coalescer = Coalescer(writer)
     assert coalescer.submit(1) == 10
     assert coalescer.submit(3) == 30
@@ -69,7 +69,7 @@ def test_callers_arriving_during_a_write_share_one_batch_and_get_their_own_answe
     writer = HeldWriter()
     coalescer = Coalescer(writer)
     with ThreadPoolExecutor(6) as pool:
-        [first], others = _behind_held_writes(coalescer, writer, pool, 5)
+        first, others = _behind_a_held_write(coalescer, writer, pool, 5)
         assert first.result(10) == 0
         answers = [f.result(10) for f in others]
     assert writer.batches == [[0], [1, 2, 3, 4, 5]]
@@ -81,21 +81,10 @@ def test_batches_are_bounded_and_every_caller_is_answered():
     writer = HeldWriter()
     coalescer = Coalescer(writer, max_batch=3)
     with ThreadPoolExecutor(8) as pool:
-        [first], others = _behind_held_writes(coalescer, writer, pool, 7)
+        first, others = _behind_a_held_write(coalescer, writer, pool, 7)
         assert first.result(10) == 0
         assert [f.result(10) for f in others] == [n * 10 for n in range(1, 8)]
     assert writer.batches == [[0], [1, 2, 3], [4, 5, 6], [7]]
-
-
-def test_several_writers_write_batches_at_the_same_time():
-    """With two writers, two batches are in flight at once; callers behind them still share one."""
-    writer = HeldWriter(held=2)
-    coalescer = Coalescer(writer, writers=2)
-    with ThreadPoolExecutor(6) as pool:
-        first, others = _behind_held_writes(coalescer, writer, pool, 4)
-        assert sorted(f.result(10) for f in first) == [0, 10]
-        assert [f.result(10) for f in others] == [20, 30, 40, 50]
-    assert sorted(writer.batches[:2]) == [[0], [1]] and sum(len(b) for b in writer.batches[2:]) == 4
 
 
 def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_works():
@@ -103,7 +92,7 @@ def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_works():
     writer = HeldWriter(fail_batch=2)
     coalescer = Coalescer(writer)
     with ThreadPoolExecutor(3) as pool:
-        [first], others = _behind_held_writes(coalescer, writer, pool, 2)
+        first, others = _behind_a_held_write(coalescer, writer, pool, 2)
         assert first.result(10) == 0
         for future in others:
             with pytest.raises(ConnectionError):
@@ -112,9 +101,9 @@ def test_a_failed_batch_fails_each_of_its_callers_and_the_next_batch_works():
     assert len(writer.batches) == 3
 
 
-def test_a_coalescer_needs_a_writer():
+def test_batches_hold_at_least_one_item():
     with pytest.raises(ValueError):
-        Coalescer(lambda items: items, writers=0)
+        Coalescer(lambda items: items, max_batch=0)
 
 
 def test_event_loop_callers_share_a_batch_without_holding_threads():
@@ -139,7 +128,7 @@ def test_event_loop_callers_share_a_batch_without_holding_threads():
 
 
 def test_an_event_loop_caller_gets_its_batch_failure():
-    writer = HeldWriter(fail_batch=1, held=0)
+    writer = HeldWriter(fail_batch=1, hold=False)
     coalescer = Coalescer(writer)
     with pytest.raises(ConnectionError):
         asyncio.run(coalescer.submit_async(1))
@@ -147,11 +136,11 @@ def test_an_event_loop_caller_gets_its_batch_failure():
 
 
 def test_an_idle_writer_thread_stops_and_a_new_one_starts_when_items_arrive():
-    writer = HeldWriter(held=0)
+    writer = HeldWriter(hold=False)
     coalescer = Coalescer(writer, idle_seconds=0.05)
     assert coalescer.submit(1) == 10
     deadline = time.monotonic() + 10
-    while coalescer._writers:  # peeks: how many writer threads are alive
+    while coalescer._writing:  # peeks: whether the writer thread is alive
         assert time.monotonic() < deadline, "the writer thread never stopped"
         time.sleep(0.01)
     assert coalescer.submit(2) == 20

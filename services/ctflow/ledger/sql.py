@@ -68,10 +68,8 @@ def write_deferred(session: Session, *_: Any) -> None:
     if not pending:
         return
     session.flush()
-    models = sorted(pending, key=lambda model: _table_order()[model.__table__.name])  # type: ignore[attr-defined]
-    batches = [(model, pending.pop(model)) for model in models]
-    for model, rows in batches:
-        insert_rows(session, model, rows)
+    for model in sorted(pending, key=lambda model: _table_order()[model.__table__.name]):  # type: ignore[attr-defined]
+        insert_rows(session, model, pending.pop(model))
 
 
 @cache
