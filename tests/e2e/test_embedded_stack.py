@@ -34,8 +34,9 @@ def test_drop_and_sweep_become_runs_visible_in_the_status_api(stack, digits_fold
            "--sweep", '{"lr": [0.1, 0.01, 0.001]}')
 
     def sweep_runs():  # type: ignore[no-untyped-def]
+        """The sweep's three runs, once the job-launcher has taken each (they are `requested` until then)."""
         runs = [r for r in httpx.get(f"{api}/runs").json() if r["trigger"]["kind"] == "cli"]
-        return runs if len(runs) == 3 else None
+        return runs if len(runs) == 3 and all(r["state"] != "requested" for r in runs) else None
 
     swept = wait_for(sweep_runs, timeout=5)
     # The digits pipeline trains one run at a time: the sweep waits behind the dataset's run (and, on a
