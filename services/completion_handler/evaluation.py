@@ -13,8 +13,8 @@ number of samples after a warm-up, with one intra-op thread (how a TorchServe wo
 runs a small model, and far less noisy than competing for the cores).
 
 A problem that no retry can fix (holdout missing or not matching its pinned sha256,
-model files missing or incompatible) raises `EvaluationError`; anything else is
-transient. torch and numpy are imported only when a function here runs.
+model files missing or incompatible, outputs that are not finite numbers) raises
+`EvaluationError`; anything else is transient. torch and numpy are imported only when a function here runs.
 """
 
 from __future__ import annotations
@@ -134,6 +134,9 @@ def measure(model_dir: Path, holdout: Holdout) -> ModelMetrics:
         if logits.ndim != 2 or logits.shape != (len(labels), classes) or int(labels.max()) >= classes:
             raise EvaluationError(f"the model returned {tuple(logits.shape)} for {len(labels)} holdout rows; "
                                   f"expected ({len(labels)}, {classes}) with labels below {classes}")
+        if not bool(torch.isfinite(logits).all()):
+            raise EvaluationError("the model's outputs on the holdout include NaN or infinite values "
+                                  "(did its training diverge?)")
         predicted = logits.argmax(dim=1)
         loss = torch.nn.functional.cross_entropy(logits.float(), labels).item()
         confusion = torch.bincount(labels * classes + predicted, minlength=classes * classes)

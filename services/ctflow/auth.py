@@ -2,7 +2,8 @@
 
 gcp mode: every request carries a Google-signed OIDC token (Pub/Sub push, Eventarc and
 Cloud Scheduler all send one) whose audience and service-account email we check.
-Embedded mode binds loopback only and needs no token.
+Embedded mode binds loopback only and needs no token: its Dependencies carry no
+authenticator (`authenticate` is None).
 """
 
 from __future__ import annotations
@@ -20,10 +21,6 @@ GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"
 
 class Unauthorized(Exception):
     pass
-
-
-def allow_loopback(headers: Mapping[str, str]) -> None:
-    """Embedded mode: the listener is bound to loopback, so the network already limits callers."""
 
 
 class GoogleOidcVerifier:

@@ -24,9 +24,9 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
     ledger = embedded_ledger(settings) if settings.mode == "embedded" else Ledger(settings.ledger_url)
     bus = message_bus(settings, ledger, on_publish)
     if settings.mode == "embedded":
-        from .auth import allow_loopback, no_invoker_headers
+        from .auth import no_invoker_headers
 
-        authenticate, invoker_headers = allow_loopback, no_invoker_headers
+        authenticate, invoker_headers = None, no_invoker_headers  # loopback only: no caller to check
         make_training = _adapter("ctflow.training.local:LocalProcessBackend")
     else:
         from .auth import GoogleOidcVerifier, google_invoker_headers

@@ -72,6 +72,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     with EmbeddedStack(settings, port_base=args.port_base) as stack:
         print(json.dumps(stack.endpoints(), indent=2), flush=True)
         stop.wait()
+        training = stack.runs_still_training()
+    if training:
+        print(f"ctflow up: stopped. Still training: {', '.join(training)}. Their trainer processes go on, as "
+              "Vertex AI jobs would; the next `ctflow up` on this home records how they ended.", file=sys.stderr)
     return 0
 
 
@@ -98,13 +102,26 @@ def cmd_drop(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_option(option: str, value: str) -> Any:
+    """A JSON object given on the command line; exits with the reason if it is not one."""
+    from .codec import MalformedRequest, parse_json
+
+    try:
+        parsed = parse_json(value.encode(), option)
+    except MalformedRequest as exc:
+        sys.exit(f"ctflow: {exc}")
+    if not isinstance(parsed, dict):
+        sys.exit(f"ctflow: {option} must be a JSON object, e.g. '{{\"lr\": 0.01}}'")
+    return parsed
+
+
 def cmd_publish(args: argparse.Namespace) -> int:
     from . import bootstrap
     from .topology import HPARAMS_TOPIC
 
-    message: dict[str, Any] = {"pipeline": args.pipeline, "hyperparameters": json.loads(args.hparams)}
+    message: dict[str, Any] = {"pipeline": args.pipeline, "hyperparameters": _json_option("--hparams", args.hparams)}
     if args.sweep:
-        message["sweep"] = json.loads(args.sweep)
+        message["sweep"] = _json_option("--sweep", args.sweep)
     if args.dataset_version:
         message["dataset_version"] = args.dataset_version
     if args.reason:

@@ -13,6 +13,12 @@ one loop callback, not a thread switch per delivery.
 
 One batch is written at a time, by one writer thread that starts when items arrive
 and stops after `idle_seconds` with nothing to do.
+
+Under steady load the callers a batch answers send their next items a moment later,
+and one that arrived early would be written alone, paying for a whole transaction,
+before the rest. So when fewer items wait than the last batch had, the writer waits
+up to `linger_seconds` for as many (never when the last batch was a lone item: no one
+waits on a caller that is alone).
 """
 
 from __future__ import annotations
@@ -50,12 +56,14 @@ class Coalescer(Generic[T, R]):
     """`submit(item)` returns what `write(batch)` answered for that item (`write` answers in batch order)."""
 
     def __init__(self, write: Callable[[list[T]], Sequence[R]], *, max_batch: int = 64,
-                 idle_seconds: float = 5.0) -> None:
+                 idle_seconds: float = 5.0, linger_seconds: float = 0.0) -> None:
         if max_batch < 1:
             raise ValueError("a coalescer needs batches of at least one item")
         self._write = write
         self._max_batch = max_batch
         self._idle_seconds = idle_seconds
+        self._linger_seconds = linger_seconds
+        self._last_batch_size = 0
         self._turn = threading.Condition()
         self._queue: deque[_Slot[T, R]] = deque()
         self._writing = False  # the writer thread is alive
@@ -100,7 +108,20 @@ class Coalescer(Generic[T, R]):
                     self._writing = False
                     return None
                 self._turn.wait(left)
-            return [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+            self._linger()
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self._max_batch))]
+            self._last_batch_size = len(batch)
+            return batch
+
+    def _linger(self) -> None:
+        """Wait up to `linger_seconds` until as many items are queued as the last batch had.
+
+        The caller holds `_turn`; waiting on it lets submitters queue meanwhile.
+        """
+        enough = min(self._last_batch_size, self._max_batch)
+        until = time.monotonic() + self._linger_seconds
+        while len(self._queue) < enough and (left := until - time.monotonic()) > 0:
+            self._turn.wait(left)
 
     def _write_batch(self, batch: list[_Slot[T, R]]) -> None:
         try:

@@ -22,6 +22,7 @@ from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
 from cloudevents.core.v1.event import CloudEvent
 
+from . import strict_json
 from .events import PUBSUB_MESSAGE_PUBLISHED, Event
 
 _FORMAT = JSONFormat()
@@ -38,7 +39,7 @@ def decode_request(headers: Mapping[str, str], body: bytes) -> Event:
     lower = {k.lower(): v for k, v in headers.items()}
     if _is_cloudevent(lower):
         return _from_cloudevent_http(lower, body)
-    doc = _json(body, "request body")
+    doc = parse_json(body, "request body")
     if isinstance(doc, dict) and isinstance(doc.get("message"), dict):
         return decode_push_envelope(doc)
     raise MalformedRequest(
@@ -136,6 +137,8 @@ def _from_cloudevent_http(headers: dict[str, str], body: bytes) -> Event:
         ce = from_http(HTTPMessage(headers=headers, body=body), _FORMAT)
     except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
         raise MalformedRequest(f"invalid CloudEvent: {exc}") from None
+    except RecursionError:
+        raise MalformedRequest("invalid CloudEvent: nested too deeply to read") from None
     return _from_attributes(ce.get_attributes(), ce.get_data())
 
 
@@ -144,12 +147,17 @@ def _from_pubsub_binding(attributes: Mapping[str, str], data: bytes) -> Event:
     missing = [a for a in ("type", "source", "id") if not attrs.get(a)]
     if missing:
         raise MalformedRequest(f"CloudEvent in Pub/Sub message lacks required attribute(s): {', '.join(missing)}")
-    return _from_attributes(attrs, _json(data, "CloudEvent data") if data else None)
+    return _from_attributes(attrs, parse_json(data, "CloudEvent data") if data else None)
 
 
 def _from_attributes(attrs: Mapping[str, Any], data: Any) -> Event:
     if isinstance(data, bytes | bytearray):
-        data = _json(bytes(data), "CloudEvent data")
+        data = parse_json(bytes(data), "CloudEvent data")
+    else:  # structured mode: the CloudEvents library decoded it
+        try:
+            strict_json.require_finite(data, "CloudEvent data")
+        except strict_json.InvalidJson as exc:
+            raise MalformedRequest(str(exc)) from None
     time = attrs.get("time")
     if isinstance(time, datetime):
         time = time.isoformat().replace("+00:00", "Z")
@@ -164,11 +172,12 @@ def _from_attributes(attrs: Mapping[str, Any], data: Any) -> Event:
     )
 
 
-def _json(raw: bytes, what: str) -> Any:
+def parse_json(raw: bytes, what: str) -> Any:
+    """Strict JSON (ctflow.strict_json); MalformedRequest naming `what` otherwise."""
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise MalformedRequest(f"{what} is not valid JSON: {exc}") from None
+        return strict_json.parse_json(raw, what)
+    except strict_json.InvalidJson as exc:
+        raise MalformedRequest(str(exc)) from None
 
 
 def _b64(value: str) -> bytes:

@@ -39,7 +39,7 @@ class Dependencies:
     blobs: BlobStore
     bus: MessageBus
     relay: OutboxRelay
-    authenticate: Authenticator
+    authenticate: Authenticator | None  # None: callers are not checked (embedded: loopback only)
     invoker_headers: InvokerHeaders
     # Heavy clients (MLflow, Vertex AI) are imported on first use, not at start-up.
     make_training: AdapterFactory = field(default=_not_configured("training backend"), repr=False)

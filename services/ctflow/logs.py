@@ -66,7 +66,18 @@ def configure(service: str, project: str | None = None) -> None:
     root.setLevel(os.environ.get("CTFLOW_LOG_LEVEL", "INFO"))
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # a line per plugin, every migration
     _context.set({"service": service})
+
+
+def adopt_library_loggers(*names: str) -> None:
+    """Send loggers a library gave plain-text handlers of its own (mlflow does, on import)
+    through the JSON handler, so stderr stays one JSON object per line. Levels stay as set."""
+    for name in names:
+        library = logging.getLogger(name)
+        for handler in list(library.handlers):
+            library.removeHandler(handler)
+        library.propagate = True
 
 
 def fields(**kv: object) -> dict[str, dict[str, object]]:

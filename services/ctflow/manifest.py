@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO
 
+from .strict_json import InvalidJson, parse_json
+
 MARKER_NAME = "_MANIFEST.json"
 MAX_MANIFEST_BYTES = 1024 * 1024
 MAX_FILES = 10_000
@@ -75,9 +77,9 @@ def parse_manifest(raw: bytes, *, max_bytes: int = MAX_MANIFEST_BYTES, max_files
     if len(raw) > max_bytes:
         raise ManifestError(f"manifest is {len(raw)} bytes, over the {max_bytes}-byte limit")
     try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ManifestError(f"manifest is not valid JSON: {exc}") from None
+        doc = parse_json(raw, "manifest")
+    except InvalidJson as exc:
+        raise ManifestError(str(exc)) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("files"), list):
         raise ManifestError('manifest must be a JSON object with a "files" list')
     entries = doc["files"]

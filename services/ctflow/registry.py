@@ -32,6 +32,8 @@ import stamina
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from . import logs
+
 if TYPE_CHECKING:
     from .settings import Settings
 
@@ -44,6 +46,8 @@ RUN_TAG = f"{TAG_PREFIX}run_id"
 MODEL_FILES_PATH = "model"  # where the trainer logs model.pt, state_dict.pt, model_config.json in its run
 # What MLflow answers for a run, model or alias that is not there (a malformed id names nothing either).
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+# Loggers `import mlflow` gives plain-text handlers of its own (alembic and SQLAlchemy's too: ours then).
+MLFLOW_OWNED_LOGGERS = ("mlflow", "alembic", "sqlalchemy.engine", "huey")
 
 
 class NotFound(LookupError):
@@ -98,6 +102,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings) -> None:
         self.tracking_uri = settings.tracking_uri
         self.artifact_root = settings.mlflow_artifact_root
+        logs.adopt_library_loggers(*MLFLOW_OWNED_LOGGERS)  # before the client: it may create the store's tables
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self._lock = threading.Lock()
         self._experiments: dict[str, str] = {}  # name -> id: experiments are not deleted under ctflow

@@ -8,12 +8,10 @@ dead letter, not two.
 
 from __future__ import annotations
 
-import json
-
 from pydantic import ValidationError
 
 from ctflow import events
-from ctflow.codec import MalformedRequest, pubsub_message_data, pubsub_message_id
+from ctflow.codec import MalformedRequest, parse_json, pubsub_message_data, pubsub_message_id
 from ctflow.contracts import HyperparameterMessage, explain
 from ctflow.events import Event
 from ctflow.intake import HandlerContext, Outcome, Rejected, deduplicated_by
@@ -37,11 +35,9 @@ def message_id_key(event: Event) -> tuple[str, str] | None:
 def on_message_published(ctx: HandlerContext) -> Outcome:
     try:
         data, attributes, message_id = pubsub_message_data(ctx.event)
-        doc = json.loads(data)
+        doc = parse_json(data, "hyperparameter message data")
     except MalformedRequest as exc:
         raise Rejected(str(exc)) from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected(f"hyperparameter message data is not valid JSON: {exc}") from None
     try:
         message = HyperparameterMessage.model_validate(doc)
     except ValidationError as exc:

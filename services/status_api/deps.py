@@ -20,12 +20,23 @@ T = TypeVar("T")
 
 
 async def read_ledger(deps: Dependencies, read: Callable[[Session], T]) -> T:
-    """`read(session)` in a read-only ledger transaction, in a worker thread."""
+    """`read(session)` in a read-only ledger transaction, in a worker thread.
+
+    A value the database cannot even compare (PostgreSQL refuses a NUL character in
+    text) is the caller's mistake: 400 with the reason, not a 500.
+    """
+    from sqlalchemy.exc import DataError
+
+    from ctflow.ledger.db import data_error_reason
+
     def in_transaction() -> T:
         with deps.ledger.reading() as session:
             return read(session)
 
-    return await run_in_threadpool(in_transaction)
+    try:
+        return await run_in_threadpool(in_transaction)
+    except DataError as exc:
+        raise HTTPException(400, f"the ledger cannot look this up: {data_error_reason(exc)}") from None
 
 
 def found(value: T | None, what: str) -> T:

@@ -27,7 +27,7 @@ from ctflow.dataset_drop import drop_folder  # noqa: E402
 from ctflow.sample_data import write_digits_dataset  # noqa: E402
 from ctflow.settings import Settings  # noqa: E402
 from tests.bench.load_client import run_load  # noqa: E402
-from tests.support import gcs_event_request, push_request, start_service, stop  # noqa: E402  # noqa: E402
+from tests.support import gcs_event_request, push_request, start_service, stop  # noqa: E402
 
 CONCURRENCY = 16
 

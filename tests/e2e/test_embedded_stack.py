@@ -67,12 +67,15 @@ def test_dead_letter_is_visible_and_replays_through_the_status_api(stack, digits
 
 
 def test_sigterm_stops_cleanly_and_state_survives_restart(stack, digits_folder, tmp_path):
-    """SIGTERM exits 0 and removes endpoints.json; a new `ctflow up` on the same home shows the runs."""
+    """SIGTERM exits 0, removes endpoints.json and names the runs whose trainers go on; a new
+    `ctflow up` on the same home shows the runs."""
     home, api, proc = stack
     ctflow(home, "drop", str(digits_folder), "--pipeline", "digits", "--version", "s1")
-    wait_for(lambda: httpx.get(f"{api}/runs").json())
+    training = wait_for(lambda: [r["run_id"] for r in httpx.get(f"{api}/runs?state=training").json()])
     proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert f"Still training: {training[0]}" in stderr.decode()
     assert not (home / "endpoints.json").exists()
     again = subprocess.Popen([sys.executable, "-m", "ctflow.cli", "up", "--home", str(home)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

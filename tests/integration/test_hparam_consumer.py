@@ -79,6 +79,8 @@ def test_same_message_id_three_times_concurrently_gives_one_set_of_runs(deps, ar
     ({"pipeline": "digits", "sweep": {"lr": [0.1] * 17}}, "sweep has 17 points, over the cap of 16"),
     ({"hyperparameters": {}}, "pipeline: Field required"),
     ({"pipeline": "digits", "dataset_version": "v9"}, "dataset version 'v9' of pipeline digits has arrived"),
+    # Python writes and reads NaN; PostgreSQL would refuse to store it on every redelivery.
+    ({"pipeline": "digits", "hyperparameters": {"dropout": float("nan")}}, "NaN is not a JSON value"),
 ])
 def test_invalid_messages_become_dead_letters_with_reasons(deps, consumer, arrived, message, expected):
     """Bad hyperparameter messages get 2xx, no run, and a dead letter whose reason names the problem."""
@@ -111,6 +113,7 @@ def test_a_bad_message_arriving_by_push_and_by_eventarc_is_one_dead_letter(deps,
     ({"ce-specversion": "1.0", "ce-type": "com.example.unknown", "ce-source": "//x", "ce-id": "1",
       "content-type": "application/json"}, b"{}", "does not handle events of type 'com.example.unknown'"),
     ({"content-type": "application/json"}, b"x" * (1024 * 1024 + 1), "over the 1048576-byte limit"),
+    ({"content-type": "application/json"}, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
 ])
 def test_malformed_unknown_and_oversized_requests_are_kept_whole(deps, consumer, headers, body, expected):
     """Never a 5xx: malformed JSON, unknown types and bodies over 1 MiB are dead letters with the full body."""

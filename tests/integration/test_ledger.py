@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import event, func, select
@@ -19,6 +20,7 @@ from ctflow import events, states
 from ctflow.bus.relay import OutboxRelay
 from ctflow.events import Event
 from ctflow.ledger import Ledger, inbox, outbox, runs
+from ctflow.ledger.sql import insert_many
 from ctflow.ledger.tables import BusDelivery, BusMessage, OutboxMessage, Run
 from ctflow.topology import EVENTS_TOPIC
 
@@ -98,6 +100,28 @@ def test_a_transaction_writes_each_table_in_one_statement_however_many_events_it
     written = sorted(statement for statement in inserts if statement.startswith("INSERT"))
     assert written == ["INSERT INTO bus_deliveries", "INSERT INTO bus_messages", "INSERT INTO outbox",
                        "INSERT INTO run_timeline", "INSERT INTO runs"]
+
+
+def test_rows_written_in_one_statement_read_back_exactly(deps):
+    """Every kind of value a ledger column holds survives the one-statement insert (on PostgreSQL the
+    rows travel as one JSON document): any bytes, awkward text, nested JSON, NULLs, aware datetimes."""
+    awkward = 'quote\' "double" back\\slash\nnew line, tab\t, {braces}, [x], 日本語, emoji 🚀'
+    written_at = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone(timedelta(hours=-5)))
+    rows = [dict(topic=awkward, event_id="e-1", event_type="t", data=bytes(range(256)) + b"\\x00",
+                 attributes={"nested": {"list": [1, 2.5, None, True, awkward]}, "empty": {}},
+                 created_at=written_at, sent_at=None, attempts=3),
+            dict(topic="plain", event_id="e-2", event_type="t", data=b"", attributes={}, created_at=written_at,
+                 sent_at=written_at, attempts=0)]
+    with deps.ledger.transaction() as tx:
+        ids = dict(insert_many(tx, OutboxMessage.__table__, rows, returning=("event_id", "id")))
+    with deps.ledger.reading() as tx:
+        read = {m.event_id: m for m in tx.scalars(select(OutboxMessage))}
+    assert set(ids) == set(read) == {"e-1", "e-2"}
+    for row in rows:
+        message = read[row["event_id"]]
+        assert message.id == ids[row["event_id"]]
+        assert {name: getattr(message, name) for name in row} == row
+    assert read["e-1"].created_at.tzinfo is not None and read["e-2"].last_error is None
 
 
 def test_a_rolled_back_transaction_leaves_no_run_and_no_timeline(deps):

@@ -145,3 +145,47 @@ def test_an_idle_writer_thread_stops_and_a_new_one_starts_when_items_arrive():
         time.sleep(0.01)
     assert coalescer.submit(2) == 20
     assert writer.batches == [[1], [2]]
+
+
+def _after_a_batch_of_three(coalescer: Coalescer, writer: HeldWriter, pool: ThreadPoolExecutor) -> None:
+    """Write [0] (held) and then [1, 2, 3]: the last batch had three items."""
+    first, others = _behind_a_held_write(coalescer, writer, pool, 3)
+    assert first.result(10) == 0 and [f.result(10) for f in others] == [10, 20, 30]
+    assert writer.batches == [[0], [1, 2, 3]]
+
+
+def test_an_early_item_waits_briefly_for_the_rest_of_a_batch_as_large_as_the_last():
+    """Steady load: after a batch of three, a lone early item is written with the two that follow it."""
+    writer = HeldWriter()
+    coalescer = Coalescer(writer, linger_seconds=10)
+    with ThreadPoolExecutor(4) as pool:
+        _after_a_batch_of_three(coalescer, writer, pool)
+        early = pool.submit(coalescer.submit, 4)
+        _queued(coalescer, 1)
+        time.sleep(0.05)  # the writer is lingering, not writing
+        assert writer.batches == [[0], [1, 2, 3]] and not early.done()
+        rest = [pool.submit(coalescer.submit, n) for n in (5, 6)]
+        assert early.result(10) == 40 and [f.result(10) for f in rest] == [50, 60]
+    assert writer.batches == [[0], [1, 2, 3], [4, 5, 6]]
+
+
+def test_lingering_is_bounded():
+    """When the rest never come, the early item is written on its own after `linger_seconds`."""
+    writer = HeldWriter()
+    coalescer = Coalescer(writer, linger_seconds=0.2)
+    with ThreadPoolExecutor(4) as pool:
+        _after_a_batch_of_three(coalescer, writer, pool)
+        started = time.monotonic()
+        assert pool.submit(coalescer.submit, 4).result(10) == 40
+        assert time.monotonic() - started >= 0.2
+    assert writer.batches == [[0], [1, 2, 3], [4]]
+
+
+def test_a_lone_caller_never_lingers():
+    """After a batch of one, nobody is expected: the next item is written at once (the linger is 60 s)."""
+    writer = HeldWriter(hold=False)
+    coalescer = Coalescer(writer, linger_seconds=60)
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(coalescer.submit, 1).result(10) == 10
+        assert pool.submit(coalescer.submit, 2).result(10) == 20
+    assert writer.batches == [[1], [2]]

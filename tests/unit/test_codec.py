@@ -7,7 +7,15 @@ import json
 
 import pytest
 
-from ctflow.codec import MalformedRequest, decode_request, pubsub_message_data, push_envelope, to_http_binary, to_pubsub
+from ctflow.codec import (
+    MalformedRequest,
+    decode_request,
+    parse_json,
+    pubsub_message_data,
+    push_envelope,
+    to_http_binary,
+    to_pubsub,
+)
 from ctflow.events import PUBSUB_MESSAGE_PUBLISHED, run_event, trace_id_for
 
 EVENT = run_event("ctflow.training.requested.v1", "hparam-consumer", "digits-abc", {"run_id": "digits-abc"})
@@ -64,3 +72,39 @@ def test_traceparent_carries_the_run_trace():
     """Every event of a run shares the run's trace id."""
     other = run_event("ctflow.training.started.v1", "job-launcher", "digits-abc", {})
     assert EVENT.traceparent.split("-")[1] == other.traceparent.split("-")[1] == trace_id_for("digits-abc")
+
+
+_NAN_DATA = b'{"lr": NaN}'
+
+
+@pytest.mark.parametrize(("headers", "body"), [
+    ({}, b'{"message": {"data": "", "messageId": "1"}, "subscription": "s", "x": Infinity}'),  # push envelope
+    ({}, b'{"message": {"data": "", "messageId": "1"}, "subscription": "s", "x": 1e400}'),
+    ({**to_http_binary(EVENT)[0]}, _NAN_DATA),  # binary mode data
+    ({"content-type": "application/cloudevents+json"},  # structured mode: the CloudEvents library parses it
+     b'{"specversion": "1.0", "type": "t", "source": "//s", "id": "1", "data": {"lr": NaN}}'),
+    ({}, push_envelope(_NAN_DATA, to_pubsub(EVENT)[1], "1", "t", "projects/p/subscriptions/s")),  # Pub/Sub binding
+])
+def test_values_json_has_not_are_malformed_whatever_the_delivery_form(headers, body):
+    """Python would read NaN, Infinity and 1e400; PostgreSQL's json type would not store them, so such an event
+    would fail its transaction on every redelivery. It is refused as malformed: a dead letter."""
+    with pytest.raises(MalformedRequest, match="not valid JSON"):
+        decode_request(headers, body)
+
+
+def test_hyperparameter_message_data_is_parsed_as_strictly():
+    body = push_envelope(b'{"pipeline": "digits", "hyperparameters": {"lr": NaN}}', {}, "9", "t", "s")
+    data, _, _ = pubsub_message_data(decode_request({}, body))
+    with pytest.raises(MalformedRequest, match="NaN is not a JSON value"):
+        parse_json(data, "hyperparameter message data")
+
+
+_DEEP = b"[" * 100_000 + b"]" * 100_000  # under the 1 MiB body limit
+
+
+@pytest.mark.parametrize("headers", [{}, {"content-type": "application/cloudevents+json"},
+                                     {**to_http_binary(EVENT)[0]}])
+def test_json_nested_too_deeply_is_malformed_not_a_crash(headers):
+    """Python's decoder gives up with RecursionError, which is no ValueError: left alone it was a 503 each time."""
+    with pytest.raises(MalformedRequest, match="nested too deeply"):
+        decode_request(headers, _DEEP)

@@ -16,6 +16,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -591,3 +592,13 @@ def test_trainer_image_installs_what_its_mlflow_project_declares():
     assert installed == declared
     base = re.search(r"^FROM pytorch/pytorch:(\d+\.\d+\.\d+)-", dockerfile, re.MULTILINE)
     assert base and base.group(1) in torch, f"the base image's torch {base and base.group(1)} is not {torch}"
+
+
+def test_the_core_modules_the_trainer_image_imports_need_only_the_standard_library():
+    """trainer_image/Dockerfile copies services/ctflow without its dependencies: the trainer imports
+    ctflow.manifest and ctflow.events, which must pull in nothing outside the standard library."""
+    probe = ("import sys; before = set(sys.modules); import ctflow.manifest, ctflow.events; "
+             "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)))")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT / "services", capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.strip() == "['ctflow']", done.stdout

@@ -30,6 +30,7 @@ def test_nested_relative_paths_are_fine():
 
 @pytest.mark.parametrize(("raw", "fragment"), [
     (b"{", "not valid JSON"),
+    (b'{"files": [], "note": NaN}', "NaN is not a JSON value"),
     (b"[]", '"files" list'),
     (_manifest(), "lists no files"),
     (_manifest({"path": "a", "sha256": "XYZ", "size": 1}), "64 lowercase hex"),

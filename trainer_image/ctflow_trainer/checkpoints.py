@@ -23,8 +23,9 @@ import torch
 
 from ctflow_trainer import uris
 from ctflow_trainer.config import ConfigError
+from ctflow_trainer.logs import LOGGER_NAME
 
-log = logging.getLogger("ctflow_trainer")
+log = logging.getLogger(LOGGER_NAME)
 _NAME = re.compile(r"^ckpt-(\d+)\.pt$")
 KEEP = 2
 

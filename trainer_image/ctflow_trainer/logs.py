@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TextIO
 
 LOGGER_NAME = "ctflow_trainer"
+EPOCH_LINE_SECONDS = 5.0
 
 
 class JsonFormatter(logging.Formatter):
@@ -62,3 +66,23 @@ def adopt_library_logger(name: str, level: int = logging.WARNING) -> None:
         library.removeHandler(handler)
     library.setLevel(level)
     library.propagate = True
+
+
+class EpochLines:
+    """An epoch's metrics as a log line: the first and last epoch, and others at most every `interval` s.
+
+    Epochs of seconds or more each get their line. A job of many short epochs (a small
+    model on a CPU) would otherwise spend a measurable share of its time on log lines,
+    and flood the job's log; MLflow has every epoch's curves either way.
+    """
+
+    def __init__(self, log: logging.Logger, interval: float = EPOCH_LINE_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.log, self.interval, self.clock = log, interval, clock
+        self._last = -math.inf
+
+    def __call__(self, epoch: int, metrics: dict[str, float], *, last: bool) -> None:
+        now = self.clock()
+        if epoch == 1 or last or now - self._last >= self.interval:
+            self._last = now
+            self.log.info("epoch %d", epoch, extra={"fields": {"metrics": metrics}})

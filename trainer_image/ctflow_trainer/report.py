@@ -22,8 +22,9 @@ from typing import Any
 from urllib.parse import quote
 
 from ctflow.events import COMPLETION_FILE, TRAINER_SOURCE, TRAINING_COMPLETED, training_completed_id
+from ctflow_trainer.logs import LOGGER_NAME
 
-log = logging.getLogger("ctflow_trainer")
+log = logging.getLogger(LOGGER_NAME)
 EVENT_TYPE = TRAINING_COMPLETED
 EVENT_SOURCE = TRAINER_SOURCE
 _RETRYABLE_STATUS = {408, 429}

@@ -17,11 +17,13 @@ from typing import Any
 
 from ctflow_trainer.config import JobConfig
 from ctflow_trainer.curves import CurveLog
-from ctflow_trainer.logs import adopt_library_logger
+from ctflow_trainer.logs import LOGGER_NAME, adopt_library_logger
 
 MODEL_ARTIFACT_PATH = "model"
 MLFLOW_MODEL_NAME = "mlflow_model"
 DIGEST_LIMIT = 36  # MLflow stores dataset digests in a 36-character column
+LOG_INPUT_ATTEMPTS = 3
+log = logging.getLogger(LOGGER_NAME)
 
 
 class Tracker:
@@ -29,7 +31,8 @@ class Tracker:
         import mlflow
         from mlflow import MlflowClient
 
-        adopt_library_logger("mlflow")
+        for name in ("mlflow", "alembic", "sqlalchemy.engine"):  # `import mlflow` gave them plain-text handlers
+            adopt_library_logger(name)
         self._mlflow = mlflow
         self.cfg = cfg
         self.client = MlflowClient(tracking_uri=cfg.tracking_uri)
@@ -114,7 +117,28 @@ class Tracker:
         entity = DatasetInput(
             numpy_dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")]
         )
-        self.client.log_inputs(self.run_id, datasets=[entity])
+        self._log_inputs_despite_a_concurrent_job(entity)
+
+    def _log_inputs_despite_a_concurrent_job(self, entity: Any) -> None:
+        """Link the dataset to the run, retrying when another job's insert of it collides with ours.
+
+        The jobs of a sweep start together on one dataset. MLflow looks the dataset up and
+        then inserts it, so two jobs at once can both miss it and one insert fails on the
+        dataset's unique key (an IntegrityError from a SQL store, a 400 from a server).
+        Linking again finds the other job's row: the retry is safe.
+        """
+        from mlflow.exceptions import MlflowException
+
+        for attempt in range(1, LOG_INPUT_ATTEMPTS + 1):
+            try:
+                self.client.log_inputs(self.run_id, datasets=[entity])
+                return
+            except MlflowException as exc:
+                if attempt == LOG_INPUT_ATTEMPTS:
+                    raise
+                log.warning("logging the dataset input failed (attempt %d): %s; retrying", attempt,
+                            str(exc)[:300])
+                time.sleep(0.05 * attempt)
 
     def log_model_files(self, local_dir: Path) -> str:
         """Upload the exported files under `model/`; returns that folder's artifact URI."""

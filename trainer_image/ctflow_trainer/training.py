@@ -39,7 +39,17 @@ class Progress:
 
     @property
     def best(self) -> dict[str, float]:
-        return self.history[self.best_epoch - 1] if self.best_epoch else {}
+        """The metrics of the epoch whose weights are kept; TrainingDiverged if there is none."""
+        if not self.best_epoch:
+            raise TrainingDiverged(
+                f"none of {self.epoch} epoch(s) had a finite validation loss: training diverged "
+                "(a lower lr may help)"
+            )
+        return self.history[self.best_epoch - 1]
+
+
+class TrainingDiverged(ValueError):
+    """No epoch had a finite validation loss, so there is no model worth exporting."""
 
 
 class Trainer:

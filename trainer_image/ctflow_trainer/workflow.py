@@ -20,15 +20,16 @@ from ctflow_trainer.outcome import Outcome
 
 def epoch_callback(tracker: Any, checkpointer: Any, outcome: Outcome, log: Any) -> Any:
     """What happens after every epoch: queue the curves for MLflow, checkpoint, log a line."""
+    from ctflow_trainer.logs import EpochLines
+
+    epoch_line = EpochLines(log)
 
     def on_epoch_end(trainer: Any, metrics: dict[str, float]) -> None:
-        epoch = trainer.progress.epoch
+        epoch, finished = trainer.progress.epoch, trainer.progress.finished
         outcome.epochs_completed = epoch
         tracker.curves.record(metrics)
-        checkpointer.maybe_save(
-            epoch, trainer.state_dict, tracker.run_id, force=trainer.progress.finished
-        )
-        log.info("epoch %d", epoch, extra={"fields": {"metrics": metrics}})
+        checkpointer.maybe_save(epoch, trainer.state_dict, tracker.run_id, force=finished)
+        epoch_line(epoch, metrics, last=finished)
 
     return on_epoch_end
 
@@ -55,10 +56,10 @@ def train(cfg: JobConfig, env: Mapping[str, str], outcome: Outcome, log: Any) ->
         progress = trainer.fit(epoch_callback(tracker, checkpointer, outcome, log))
         outcome.epochs_completed = progress.epoch
         tracker.curves.flush()  # MLflow writes it while the model is exported
+        best = progress.best  # nothing is exported from a training that diverged
         model_size = _export(cfg, trainer, tracker, dataset, outcome)
         if cfg.tensorboard_dir and not write_tensorboard(progress.history, cfg.tensorboard_dir):
             log.warning("AIP_TENSORBOARD_LOG_DIR is set but tensorboard is not installed")
-        best = progress.best
         outcome.metrics = {
             "val_accuracy": best["val_accuracy"],
             "val_loss": best["val_loss"],

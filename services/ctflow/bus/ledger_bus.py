@@ -11,20 +11,18 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
+from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from ..ledger import Ledger
-from ..ledger.sql import execute
+from ..ledger.sql import insert_many
 from ..ledger.tables import BusDelivery, BusMessage, utcnow
 from ..topology import subscriptions_for
 
 Message = tuple[str, bytes, Mapping[str, str]]  # topic, data, attributes
 
-_MESSAGES = BusMessage.__table__
-# Returning each row's message_id to match pks to messages: asking for parameter order instead
-# makes SQLAlchemy insert one row per statement on SQLite.
-_INSERT_MESSAGES = _MESSAGES.insert().returning(_MESSAGES.c.message_id, _MESSAGES.c.id)
-_INSERT_DELIVERIES = BusDelivery.__table__.insert()
+_MESSAGES: Table = BusMessage.__table__  # type: ignore[assignment]
+_DELIVERIES: Table = BusDelivery.__table__  # type: ignore[assignment]
 
 
 class LedgerBus:
@@ -44,18 +42,17 @@ class LedgerBus:
             return []
         now = utcnow()
         message_ids = [uuid.uuid4().hex for _ in messages]
-        pks = dict(execute(tx, _INSERT_MESSAGES, [
+        pks = dict(insert_many(tx, _MESSAGES, [  # pks come back in no set order: matched on message ids
             dict(message_id=mid, topic=topic, data=data, attributes=dict(attributes), published_at=now)
             for mid, (topic, data, attributes) in zip(message_ids, messages, strict=True)
-        ]).all())
+        ], returning=("message_id", "id")))  # type: ignore[arg-type]
         deliveries = [
             dict(message_pk=pks[mid], subscription=sub.name, status="pending", attempts=0, next_attempt_at=now,
                  updated_at=now)
             for mid, (topic, _, attributes) in zip(message_ids, messages, strict=True)
             for sub in subscriptions_for(topic, dict(attributes))
         ]
-        if deliveries:
-            execute(tx, _INSERT_DELIVERIES, deliveries)
+        insert_many(tx, _DELIVERIES, deliveries)
         return message_ids
 
     def notify(self) -> None:

@@ -19,9 +19,10 @@ from typing import Any
 
 import uvicorn
 
-from .. import bootstrap, logs
+from .. import bootstrap, logs, states
 from ..atomic import write_atomically
 from ..deps import Dependencies
+from ..ledger import runs
 from ..settings import Settings
 from ..topology import SERVICES
 from .dispatcher import Dispatcher
@@ -43,7 +44,9 @@ def bind_loopback(host: str, port: int = 0) -> socket.socket:
 
 
 def _server(app: Any) -> uvicorn.Server:
-    return uvicorn.Server(uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
+    # uvicorn's own INFO lines ("Started server process", ...) repeat once per service and name none;
+    # the stack logs one line with every endpoint instead. Its warnings and errors still show.
+    return uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on",
                                          timeout_graceful_shutdown=5))
 
 
@@ -144,6 +147,14 @@ class EmbeddedStack:
                     step(self.deps)
                 except Exception:  # noqa: BLE001 - next tick tries again
                     log.exception("reconcile step %s failed", getattr(step, "__name__", step))
+
+    def runs_still_training(self) -> list[str]:
+        """Runs whose trainer process is (or may be) running: it goes on after the stack stops,
+        as a Vertex AI job would, and the next `ctflow up` on this home records how it ended."""
+        if self.deps is None:
+            return []
+        with self.deps.ledger.reading() as tx:
+            return [run.id for run in runs.listing(tx, state=states.TRAINING, limit=1000)]
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import OperationalError, ProgrammingError
+from sqlalchemy.exc import DataError, OperationalError, ProgrammingError
 from sqlalchemy.orm import Session, sessionmaker
 
 from . import outbox
@@ -83,6 +83,12 @@ def _turn_for(url: str) -> AbstractContextManager[None]:
         return nullcontext()
     with _TURNS_LOCK:
         return _Turn(_SQLITE_TURNS.setdefault(url, threading.RLock()))
+
+
+def data_error_reason(exc: DataError) -> str:
+    """What the database said when it refused a value as data (too long, a NUL character, ...): its first line."""
+    said = str(exc.orig if exc.orig is not None else exc).strip()
+    return said.splitlines()[0] if said else type(exc).__name__
 
 
 InTransactionPublisher = Callable[[Session, list[outbox.OutboxRow]], None]

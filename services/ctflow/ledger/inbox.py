@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 
-from sqlalchemy import Insert, delete, select, update
+from sqlalchemy import Table, delete, select, update
 from sqlalchemy.orm import Session
 
-from .sql import dialect_of, execute, insert_ignoring_conflicts
-from .tables import InboxEntry
+from .sql import insert_many
+from .tables import DeadLetter, InboxEntry
+
+_INBOX: Table = InboxEntry.__table__  # type: ignore[assignment]
+_DEAD_LETTERS: Table = DeadLetter.__table__  # type: ignore[assignment]
+
+
+def unkeepable_key(source: str, event_id: str, event_type: str) -> str | None:
+    """Why an event's source, id or type cannot be kept in the inbox (or a dead letter); None if they can.
+
+    PostgreSQL refuses an over-long value or a NUL character, and would refuse it again on
+    every redelivery: the intake checks first and dead-letters such an event under a
+    stand-in key instead.
+    """
+    for what, value, name in (("source", source, "source"), ("id", event_id, "event_id"),
+                              ("type", event_type, "event_type")):
+        limit = min(table.c[name].type.length for table in (_INBOX, _DEAD_LETTERS))
+        if len(value) > limit:
+            return f"event {what} is {len(value)} characters long, over the {limit} the ledger keeps"
+        if "\x00" in value:
+            return f"event {what} contains a NUL character, which the ledger cannot keep"
+    return None
 
 
 def claim(session: Session, consumer: str, source: str, event_id: str, event_type: str, outcome: str) -> bool:
@@ -29,16 +48,10 @@ def claim_many(session: Session, consumer: str, events: Sequence[tuple[str, str,
         first.setdefault((source, event_id), place)
     rows = [dict(consumer=consumer, source=events[place][0], event_id=events[place][1],
                  event_type=events[place][2], outcome=outcome) for place in first.values()]
-    new = {(source, event_id) for source, event_id in execute(session, _claim_statement(dialect_of(session)), rows)}
+    written = insert_many(session, _INBOX, rows, returning=("source", "event_id"), skip_conflicts=True)
+    new = {(source, event_id) for source, event_id in written}
     return [first[(source, event_id)] == place and (source, event_id) in new
             for place, (source, event_id, _) in enumerate(events)]
-
-
-@cache
-def _claim_statement(dialect: str) -> Insert:
-    """INSERT … ON CONFLICT DO NOTHING RETURNING the keys it inserted (many rows: one multi-row INSERT)."""
-    inbox = InboxEntry.__table__
-    return insert_ignoring_conflicts(dialect, inbox).returning(inbox.c.source, inbox.c.event_id)  # type: ignore[arg-type]
 
 
 def holds(session: Session, consumer: str, source: str, event_id: str) -> bool:

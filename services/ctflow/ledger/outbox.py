@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 
 from ..codec import to_pubsub
 from ..events import Event
-from .sql import execute
+from .sql import execute, insert_many
 from .tables import OutboxMessage, utcnow
 
 
@@ -45,9 +45,6 @@ _UNSENT = _COLUMNS.sent_at.is_(None)
 _SENT_NOW = {"sent_at": bindparam("now"), "attempts": _COLUMNS.attempts + 1}
 _PUBLISHED = (_COLUMNS.id, _COLUMNS.topic, _COLUMNS.event_id, _COLUMNS.event_type, _COLUMNS.data, _COLUMNS.attributes)
 # Built once: these run for every event, and building a statement costs more than running it.
-# Ids come back with event ids to match them to rows: asking for parameter order instead makes
-# SQLAlchemy insert one row per statement on SQLite.
-_INSERT = _OUTBOX.insert().returning(_COLUMNS.event_id, _COLUMNS.id)
 _TAKE_DUE = (update(_OUTBOX).where(_COLUMNS.id.in_(
     select(_COLUMNS.id).where(_UNSENT, _COLUMNS.created_at <= bindparam("due"))
     .order_by(_COLUMNS.id).limit(bindparam("limit")).scalar_subquery()), _UNSENT)
@@ -56,41 +53,35 @@ _MARK_SENT = update(_OUTBOX).where(_COLUMNS.id.in_(bindparam("ids", expanding=Tr
 
 
 def add(session: Session, topic: str, event: Event) -> OutboxRow:
-    """Queue the event in this transaction; it is written at commit (at once outside a ledger transaction)."""
+    """Stage the event on this `Ledger.transaction()`; the ledger writes it at commit (`write_staged`)."""
     data, attributes = to_pubsub(event)
     row = OutboxRow(topic, event.id, event.type, data, attributes)
-    staged = session.info.get(STAGED)
-    if staged is None:
-        write(session, [row])
-    else:
-        staged.append(row)
+    session.info[STAGED].append(row)
     return row
 
 
 def write_staged(session: Session, *, sent: bool = False) -> list[OutboxRow]:
-    """Write the rows staged on this transaction (one INSERT) and return them, ids filled in."""
+    """Write the rows staged on this transaction (one INSERT), in order, and return them with their ids.
+
+    `sent`: their bus message is written in this same transaction.
+    """
     rows = session.info.get(STAGED)
     if not rows:
         return []
     session.info[STAGED] = []
-    write(session, rows, sent=sent)
-    return rows
-
-
-def write(session: Session, rows: Sequence[OutboxRow], *, sent: bool = False) -> None:
-    """INSERT rows now, in order, setting their ids; `sent` when their bus message is written in this transaction."""
     now = utcnow()
     settled = {"sent_at": now, "attempts": 1} if sent else {"sent_at": None, "attempts": 0}
-    written = execute(session, _INSERT, [
+    written = insert_many(session, _OUTBOX, [
         dict(topic=row.topic, event_id=row.event_id, event_type=row.event_type, data=row.data,
              attributes=row.attributes, created_at=now, **settled)
         for row in rows
-    ])
+    ], returning=("event_id", "id"))  # ids come back in no set order: matched on event ids
     ids: dict[str, deque[int]] = defaultdict(deque)  # an event id written twice gets its ids in row order
     for event_id, row_id in sorted(written, key=lambda pair: pair[1]):
         ids[event_id].append(row_id)
     for row in rows:
         row.id = ids[row.event_id].popleft()
+    return rows
 
 
 def unsent(session: Session, *, older_than: timedelta = timedelta(0), limit: int = 500) -> list[OutboxMessage]:

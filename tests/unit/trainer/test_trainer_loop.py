@@ -13,7 +13,7 @@ import torch
 from ctflow_trainer.checkpoints import Checkpointer, checkpoint_name
 from ctflow_trainer.config import ConfigError, Hyperparameters
 from ctflow_trainer.export import export_model
-from ctflow_trainer.training import Trainer
+from ctflow_trainer.training import Trainer, TrainingDiverged
 
 HP = Hyperparameters(epochs=4, patience=50, hidden_units=32, batch_size=16, seed=7)
 
@@ -74,6 +74,19 @@ def test_early_stopping_keeps_the_best_weights() -> None:
     best = trainer.best_model()
     trainer.model.load_state_dict(best.state_dict())
     assert trainer.evaluate()["val_loss"] == pytest.approx(progress.best["val_loss"])
+
+
+def test_a_training_that_diverged_has_no_best_epoch_and_says_so() -> None:
+    """NaN weights: no epoch's validation loss is finite, so there is nothing worth exporting, and asking
+    for the best epoch names the cause instead of failing on a missing key."""
+    trainer = _trainer(replace(HP, epochs=3, patience=2))
+    with torch.no_grad():
+        for parameter in trainer.model.parameters():
+            parameter.fill_(float("nan"))
+    progress = trainer.fit()
+    assert progress.best_epoch == 0 and progress.epoch == 2  # stopped by patience: nothing improved
+    with pytest.raises(TrainingDiverged, match="none of 2 epoch"):
+        _ = progress.best
 
 
 def test_checkpointer_keeps_the_two_newest_and_loads_the_latest(tmp_path: Path) -> None:
