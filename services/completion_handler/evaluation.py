@@ -10,7 +10,10 @@ against it, so challenger and champion are measured on identical tensors.
 Both models are measured by `measure` in this process, one after the other, under one
 lock, so CPU latency is comparable: p95 of single-sample inference over a fixed
 number of samples after a warm-up, with one intra-op thread (how a TorchServe worker
-runs a small model, and far less noisy than competing for the cores).
+runs a small model, and far less noisy than competing for the cores). Each call is
+timed by the CPU time of the measuring thread, not the wall clock: the service's other
+threads (requests, the reconcile timer) hold the GIL in turns and would otherwise add
+up to a switch interval (5 ms) to a call, enough to fail a good model on its latency guard.
 
 A problem that no retry can fix (holdout missing or not matching its pinned sha256,
 model files missing or incompatible, outputs that are not finite numbers) raises
@@ -178,7 +181,11 @@ def read_config(model_dir: Path) -> dict[str, Any]:
 
 
 def _cpu_p95_ms(model: Any, inputs: Any) -> float:
-    """p95 of single-sample latency over LATENCY_SAMPLES rows (cycling), after LATENCY_WARMUP calls."""
+    """p95 of single-sample latency over LATENCY_SAMPLES rows (cycling), after LATENCY_WARMUP calls.
+
+    With one intra-op thread the whole forward pass runs on this thread, so its CPU time
+    is the call's compute; waiting for the GIL or for a core is not counted.
+    """
     import numpy as np
     import torch
 
@@ -190,9 +197,9 @@ def _cpu_p95_ms(model: Any, inputs: Any) -> float:
             model(row)
         timings = []
         for row in rows[LATENCY_WARMUP:]:
-            start = time.perf_counter()
+            start = time.thread_time()
             model(row)
-            timings.append(time.perf_counter() - start)
+            timings.append(time.thread_time() - start)
     finally:
         torch.set_num_threads(threads)
     return float(np.percentile(timings, 95) * 1000.0)
