@@ -48,8 +48,10 @@ resource "google_pubsub_topic" "topic" {
 # ---------------------------------------------------------------------------------------------
 # Dead letters. A service answers 2xx for processed, duplicate and permanently bad input (the
 # latter kept as a ctflow dead letter, replayable through the status API) and 5xx only for
-# transient failures. A message still failing after var.pubsub_max_delivery_attempts lands
-# here and is held for 7 days: look at it, fix the cause, re-publish it.
+# transient failures. A service keeps an event whose handling failed CTFLOW_MAX_HANDLING_FAILURES
+# (4) times in a row as a ctflow dead letter with the error, below Pub/Sub's fewest attempts (5);
+# so what still fails after var.pubsub_max_delivery_attempts (a service unreachable or never
+# ready) lands here and is held for 7 days: look at it, fix the cause, re-publish it.
 # ---------------------------------------------------------------------------------------------
 resource "google_pubsub_topic" "dead_letter" {
   for_each = toset(local.topics)

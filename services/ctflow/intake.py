@@ -5,7 +5,9 @@
 - Permanently bad input raises `Rejected`: the handler's work is rolled back, and the
   full request is stored as a dead letter with the reason; the sender gets a 2xx.
 - Any other exception is transient: nothing is committed, and the caller answers 5xx
-  so Pub/Sub retries.
+  so Pub/Sub retries. The failure is counted per event (ctflow.ledger.failures): an event
+  whose handling fails `max_handling_failures` times in a row (a bug, an input the code
+  cannot cope with) is kept as a dead letter with the last error and answered 2xx.
 - The handler's state, inbox row and outgoing events commit together; the outbox is
   published in that commit (embedded bus) or right after it (Pub/Sub), and again by
   reconcile until sent (ctflow.bus.relay).
@@ -38,7 +40,7 @@ from .codec import MalformedRequest, decode_request
 from .contracts import EVENT_PAYLOADS, explain
 from .deps import Dependencies
 from .events import SOURCE_ROOT, Event, trace_id_of
-from .ledger import dead_letters, inbox, outbox, runs
+from .ledger import dead_letters, failures, inbox, outbox, runs
 from .ledger.db import data_error_reason
 from .service import MAX_BODY
 from .topology import EVENTS_TOPIC
@@ -341,14 +343,16 @@ class Intake:
             return replace(routed, prepared=routed.handler.prepare(self.deps, routed.event))  # type: ignore[attr-defined]
         except Rejected as exc:
             return self._reject(routed, str(exc))
+        except Exception as exc:  # noqa: BLE001 - counted, then raised unless it keeps happening
+            return self._failed(routed, exc)
 
     def _settle(self, delivery: _Delivery, handled: Handled) -> Outcome:
-        """A handled delivery's answer: dead-letter it if rejected, re-raise a transient failure, or
-        publish what it committed and run its after-commit actions."""
+        """A handled delivery's answer: dead-letter it if rejected, count and re-raise a transient
+        failure, or publish what it committed and run its after-commit actions."""
         if isinstance(handled, Rejected):
             return self._reject(delivery, str(handled))
         if isinstance(handled, Exception):
-            raise handled
+            return self._failed(delivery, handled)
         outcome, ctx = handled
         if ctx is not None:
             after_commit(ctx)
@@ -415,11 +419,29 @@ class Intake:
         inbox.release(tx, self.service, source, event_id)
         return letter
 
+    def _failed(self, delivery: _Delivery, error: Exception) -> Outcome:
+        """Count a transient failure and raise it for the sender to retry, or, once the event has
+        failed `max_handling_failures` times in a row, keep it as a dead letter with the error."""
+        limit = self.deps.settings.max_handling_failures
+        described = failures.describe(error)
+        try:
+            with self.deps.ledger.transaction() as tx:
+                attempts = failures.record(tx, self.service, *delivery.key, described)
+        except Exception:  # noqa: BLE001 - the ledger itself is failing: a plain transient failure
+            log.warning("could not count a failed attempt at %s", delivery.event.id, exc_info=True)
+            raise error from None
+        if attempts < limit:
+            log.warning("attempt %d of %d at %s failed: %s", attempts, limit, delivery.event.id, described)
+            raise error
+        return self._reject(delivery, f"handling failed {attempts} times in a row (the limit is {limit}); "
+                                      f"the last error was {described}")
+
     def _reject(self, routed: _Delivery | _Refusal, reason: str) -> Outcome:
         """Keep the request as a dead letter with the reason (a replay's letter gets the new reason)."""
         event, replay_of, (source, event_id) = routed.event, routed.replay_of, routed.key
         event_type = None if event.type == UNPARSED_TYPE else event.type
         with self.deps.ledger.transaction() as tx:
+            failures.clear(tx, self.service, source, event_id)
             if replay_of and (letter := dead_letters.get(tx, replay_of)) is not None:
                 letter.reason, letter.replays = reason, letter.replays + 1
                 letter_id = letter.id

@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     # Intake bounds.
     max_request_bytes: int = 1024 * 1024
     max_sweep_points: int = 64  # hard cap; a pipeline may set a lower one
+    # Failed attempts at handling one event before it is kept as a dead letter with the error.
+    # Below the embedded bus's bus_max_attempts and Pub/Sub's fewest delivery attempts (5), so
+    # the service keeps the event and its reason before the sender gives up on it.
+    max_handling_failures: int = Field(default=4, ge=1)
 
     # Embedded bus delivery.
     bus_max_attempts: int = 5

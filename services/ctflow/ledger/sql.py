@@ -142,6 +142,11 @@ def _bulk_insert(dialect: str, table: Table, names: tuple[str, ...], returning: 
     return statement.returning(*(table.c[name] for name in returning)) if returning else statement
 
 
+def dialect_insert(session: Session, table: Table):  # type: ignore[no-untyped-def]
+    """The session's dialect's own INSERT construct (it has ON CONFLICT … DO NOTHING / DO UPDATE)."""
+    return _dialect_insert(dialect_of(session), table)
+
+
 def _dialect_insert(dialect: str, table: Table):  # type: ignore[no-untyped-def]
     """The dialect's own INSERT construct (it has ON CONFLICT)."""
     if dialect == "postgresql":

@@ -126,6 +126,23 @@ class DeadLetter(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
+class DeliveryFailure(Base):
+    """How many times in a row handling one event failed for a consumer, and the last error.
+
+    Written in its own transaction after the failed one rolled back; when the count reaches
+    the limit the event becomes a dead letter (ctflow.intake) and its row is removed.
+    """
+
+    __tablename__ = "delivery_failures"
+    consumer: Mapped[str] = mapped_column(String(64), primary_key=True)
+    source: Mapped[str] = mapped_column(String(512), primary_key=True)
+    event_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    attempts: Mapped[int]
+    last_error: Mapped[str] = mapped_column(Text)
+    first_failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_failed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class OutboxMessage(Base):
     __tablename__ = "outbox"
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

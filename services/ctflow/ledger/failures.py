@@ -1,0 +1,48 @@
+"""Failed attempts at handling one event: a handler that fails on the same input every time.
+
+A transient failure rolls the delivery back and asks the sender to retry. Most clear up
+(a lock, a store briefly down); a bug or an input the code cannot cope with fails every
+time. Counting each consumer's failures per event lets the intake keep such an event as
+a dead letter with the error, instead of leaving it to the sender's retries and, after
+them, to a dead-letter topic that records no reason.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import Table, delete
+from sqlalchemy.orm import Session
+
+from .sql import dialect_insert, execute
+from .tables import DeliveryFailure, utcnow
+
+_FAILURES: Table = DeliveryFailure.__table__  # type: ignore[assignment]
+MAX_ERROR_CHARS = 2000
+
+
+def describe(error: BaseException) -> str:
+    """The error as a person reads it in a dead letter: its type and message, bounded, storable."""
+    message = str(error)
+    text = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return text[:MAX_ERROR_CHARS].replace("\x00", "\\x00")  # PostgreSQL text cannot hold NUL
+
+
+def record(session: Session, consumer: str, source: str, event_id: str, error: str) -> int:
+    """Count one more failure of this event for this consumer; how many there have been in a row.
+
+    `error` is what `describe` made of the exception.
+    """
+    now = utcnow()
+    insert = dialect_insert(session, _FAILURES).values(consumer=consumer, source=source, event_id=event_id,
+                                                        attempts=1, last_error=error, first_failed_at=now,
+                                                        last_failed_at=now)
+    counted = insert.on_conflict_do_update(
+        index_elements=[_FAILURES.c.consumer, _FAILURES.c.source, _FAILURES.c.event_id],
+        set_={"attempts": _FAILURES.c.attempts + 1, "last_error": error, "last_failed_at": now},
+    ).returning(_FAILURES.c.attempts)
+    return int(execute(session, counted).scalar_one())
+
+
+def clear(session: Session, consumer: str, source: str, event_id: str) -> None:
+    """Forget the event's failures (it is now a dead letter; a replay starts counting afresh)."""
+    execute(session, delete(_FAILURES).where(_FAILURES.c.consumer == consumer, _FAILURES.c.source == source,
+                                             _FAILURES.c.event_id == event_id))
