@@ -35,6 +35,16 @@ def push_request(sub: Subscription, message: BusMessage) -> tuple[dict[str, str]
     return {"content-type": "application/json"}, body
 
 
+def _why(response: httpx.Response) -> str:
+    """What a refusing service said about it (a ctflow service answers {"detail": ...} or {"error": ...})."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    said = (body.get("detail") or body.get("error")) if isinstance(body, dict) else response.text
+    return f": {str(said)[:300]}" if said else ""
+
+
 class Dispatcher:
     def __init__(self, ledger: Ledger, settings: Settings, urls: dict[str, str], wake: threading.Event, *,
                  workers: int = 8) -> None:
@@ -55,6 +65,9 @@ class Dispatcher:
             if not busy:
                 self.wake.wait(timeout=0.1)
                 self.wake.clear()
+        self.close()
+
+    def close(self) -> None:
         self._pool.shutdown(wait=True)
         self._client.close()
 
@@ -81,7 +94,7 @@ class Dispatcher:
             response = self._client.post(url, content=body, headers=headers)
         except httpx.HTTPError as exc:
             return f"{sub.service} unreachable: {exc!r}"
-        return None if response.is_success else f"{sub.service} answered HTTP {response.status_code}"
+        return None if response.is_success else f"{sub.service} answered HTTP {response.status_code}{_why(response)}"
 
     def _settle(self, tx, delivery: BusDelivery, message: BusMessage, error: str | None) -> None:  # type: ignore[no-untyped-def]
         delivery.attempts += 1
