@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
-from sqlalchemy.exc import DataError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -51,6 +51,11 @@ UNPARSED_SOURCE = "ctflow:unparsed-request"
 UNPARSED_TYPE = "ctflow.unparsed-request"  # the stand-in event type of a request that is not an event
 INLINE_DECODE_BYTES = 64 * 1024  # larger bodies are decoded in a worker thread, off the event loop
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-serverless-authorization"})
+
+
+# The database could not do it just now (connection lost, lock or serialization conflict,
+# deadlock): the DB-API's errors "not necessarily under the control of the programmer".
+_DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
 
 
 class Rejected(Exception):
@@ -422,6 +427,8 @@ class Intake:
     def _failed(self, delivery: _Delivery, error: Exception) -> Outcome:
         """Count a transient failure and raise it for the sender to retry, or, once the event has
         failed `max_handling_failures` times in a row, keep it as a dead letter with the error."""
+        if isinstance(error, _DATABASE_UNAVAILABLE):  # the database's trouble, not this event's: not counted
+            raise error
         limit = self.deps.settings.max_handling_failures
         described = failures.describe(error)
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
 
 from ctflow.codec import to_http_binary
 from ctflow.events import Event
@@ -132,3 +133,19 @@ def test_a_failing_service_answers_503_then_keeps_the_message_as_a_dead_letter(d
     [letter] = _letters(deps)
     assert "KeyError" in letter.reason and "pipeline index corrupt at digits" in letter.reason
     assert consumer.post("/", content=body, headers=headers).json()["status"] == "duplicate"
+
+
+def test_the_database_being_unavailable_is_never_counted_against_the_event(deps):
+    """A lost connection, a lock or a serialization conflict is the database's trouble: retried for as
+    long as the sender retries, never a dead letter however often it happens."""
+    def conflict(ctx: HandlerContext) -> Outcome:
+        raise OperationalError("UPDATE runs …", {}, Exception("could not serialize access"))
+
+    intake = Intake("test-consumer", {EVENT_TYPE: conflict}, deps)
+    headers, body = _request("unlucky")
+    for _ in range(deps.settings.max_handling_failures + 2):
+        with pytest.raises(OperationalError):
+            intake.receive(headers, body)
+    assert _letters(deps) == []
+    with deps.ledger.reading() as tx:
+        assert tx.scalar(select(DeliveryFailure)) is None
