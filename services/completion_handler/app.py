@@ -1,6 +1,6 @@
 """The completion-handler service. Container: `uvicorn completion_handler.app:app --host 0.0.0.0 --port $PORT`."""
 
-from ctflow.service import DepsFactory, create_service, relay_outbox
+from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import COMPLETION_HANDLER
 
 
@@ -11,7 +11,7 @@ def finish_evaluations(deps):  # type: ignore[no-untyped-def]
     return finish_stuck(deps)
 
 
-RECONCILERS = (relay_outbox, finish_evaluations)
+RECONCILERS = (*CORE_RECONCILERS, finish_evaluations)
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]

@@ -43,6 +43,18 @@ def relay_outbox(deps: Dependencies) -> dict:
     return {"outbox_published": sent}
 
 
+def forget_settled_failures(deps: Dependencies) -> dict:
+    """Drop the failure counts of events that were handled in the end (ctflow.ledger.failures)."""
+    from .ledger import failures
+
+    with deps.ledger.transaction() as tx:
+        return {"failure_counts_forgotten": failures.forget_settled(tx)}
+
+
+# What every event-handling service does on a reconcile tick.
+CORE_RECONCILERS: tuple[Reconciler, ...] = (relay_outbox, forget_settled_failures)
+
+
 def load_ref(ref: str) -> Any:
     """The object a "module:attribute" reference names, imported on demand."""
     module, _, attr = ref.partition(":")
@@ -79,7 +91,7 @@ def create_service(
     handlers: str | Mapping[str, Any] | None = None,
     *,
     routers: Sequence[APIRouter] = (),
-    reconcilers: Sequence[Reconciler] = (relay_outbox,),
+    reconcilers: Sequence[Reconciler] = CORE_RECONCILERS,
     deps_factory: DepsFactory | None = None,
 ) -> FastAPI:
     """`handlers` is a mapping of event type to handler, or "module:ATTRIBUTE" naming one."""

@@ -1,9 +1,9 @@
 """The dataset-listener service. Container: `uvicorn dataset_listener.app:app --host 0.0.0.0 --port $PORT`."""
 
-from ctflow.service import DepsFactory, create_service, relay_outbox
+from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import DATASET_LISTENER
 
-RECONCILERS = (relay_outbox,)
+RECONCILERS = CORE_RECONCILERS
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]

@@ -1,10 +1,10 @@
 """The deployer service. Container: `uvicorn deployer.app:app --host 0.0.0.0 --port $PORT`."""
 
-from ctflow.service import DepsFactory, create_service, relay_outbox
+from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import DEPLOYER
 
 HANDLERS: dict = {}  # its event handlers arrive with the training/serving stages
-RECONCILERS = (relay_outbox,)
+RECONCILERS = CORE_RECONCILERS
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]

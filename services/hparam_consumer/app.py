@@ -1,9 +1,9 @@
 """The hparam-consumer service. Container: `uvicorn hparam_consumer.app:app --host 0.0.0.0 --port $PORT`."""
 
-from ctflow.service import DepsFactory, create_service, relay_outbox
+from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import HPARAM_CONSUMER
 
-RECONCILERS = (relay_outbox,)
+RECONCILERS = CORE_RECONCILERS
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]

@@ -1,6 +1,6 @@
 """The job-launcher service. Container: `uvicorn job_launcher.app:app --host 0.0.0.0 --port $PORT`."""
 
-from ctflow.service import DepsFactory, create_service, relay_outbox
+from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import JOB_LAUNCHER
 
 
@@ -11,7 +11,7 @@ def reconcile_jobs(deps):  # type: ignore[no-untyped-def]
     return step(deps)
 
 
-RECONCILERS = (relay_outbox, reconcile_jobs)
+RECONCILERS = (*CORE_RECONCILERS, reconcile_jobs)
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]

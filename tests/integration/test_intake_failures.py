@@ -17,6 +17,7 @@ from ctflow.events import Event
 from ctflow.intake import HandlerContext, Intake, Outcome, prepared_by
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, DeliveryFailure, Run
+from ctflow.service import forget_settled_failures
 from tests.support import push_request
 
 EVENT_TYPE = "test.failing.v1"
@@ -89,6 +90,12 @@ def test_failures_that_clear_up_leave_no_dead_letter(deps):
     handler.failing.clear()
     assert intake.receive(headers, body).status == "processed"
     assert _letters(deps) == [] and _run_ids(deps) == {"flaky"}
+    with pytest.raises(ValueError):  # another event, still failing: its count is kept
+        Intake("test-consumer", {EVENT_TYPE: FailsOn("other")}, deps).receive(*_request("other"))
+
+    assert forget_settled_failures(deps) == {"failure_counts_forgotten": 1}  # a reconcile tick
+    with deps.ledger.reading() as tx:
+        assert [(f.event_id, f.attempts) for f in tx.scalars(select(DeliveryFailure))] == [("other", 1)]
 
 
 def test_a_prepare_step_failing_every_time_is_counted_the_same_way(deps):

@@ -470,7 +470,7 @@ def test_terraform_services_match_topology_and_manifests():
     for name, svc in services.items():
         app = SERVICES_DIR / service_packages()[name] / "app.py"
         reconcilers = module_constant(app, "RECONCILERS")
-        has_reconcilers = isinstance(reconcilers, ast.Tuple) and bool(reconcilers.elts)
+        has_reconcilers = not (isinstance(reconcilers, ast.Tuple) and not reconcilers.elts)  # () or a named set
         assert svc["reconcile"] == has_reconcilers, f"{name}: reconcile vs RECONCILERS"
         annotations = manifests()[name]["metadata"]["annotations"]
         assert ingress[svc["ingress"]] == annotations["run.googleapis.com/ingress"], name

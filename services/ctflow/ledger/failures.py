@@ -9,13 +9,14 @@ them, to a dead-letter topic that records no reason.
 
 from __future__ import annotations
 
-from sqlalchemy import Table, delete
+from sqlalchemy import Table, delete, exists, select
 from sqlalchemy.orm import Session
 
 from .sql import dialect_insert, execute
-from .tables import DeliveryFailure, utcnow
+from .tables import DeliveryFailure, InboxEntry, utcnow
 
 _FAILURES: Table = DeliveryFailure.__table__  # type: ignore[assignment]
+_INBOX: Table = InboxEntry.__table__  # type: ignore[assignment]
 MAX_ERROR_CHARS = 2000
 
 
@@ -46,3 +47,15 @@ def clear(session: Session, consumer: str, source: str, event_id: str) -> None:
     """Forget the event's failures (it is now a dead letter; a replay starts counting afresh)."""
     execute(session, delete(_FAILURES).where(_FAILURES.c.consumer == consumer, _FAILURES.c.source == source,
                                              _FAILURES.c.event_id == event_id))
+
+
+def forget_settled(session: Session) -> int:
+    """Drop the counts of events their consumer has since handled (the inbox holds them); how many.
+
+    An event that failed and then succeeded leaves its count behind (the success does not
+    look for one: that would cost every event a statement); a reconcile tick clears it.
+    """
+    settled = exists(select(_INBOX.c.id).where(_INBOX.c.consumer == _FAILURES.c.consumer,
+                                                _INBOX.c.source == _FAILURES.c.source,
+                                                _INBOX.c.event_id == _FAILURES.c.event_id))
+    return int(execute(session, delete(_FAILURES).where(settled)).rowcount)
