@@ -14,6 +14,7 @@ import sys
 import threading
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 
 def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -44,13 +45,20 @@ def _status_api(args: argparse.Namespace) -> str:
     return json.loads(endpoints.read_text())["status_api"].rstrip("/")
 
 
-def _get(url: str) -> Any:
+def _call(method: str, url: str, **params: str | None) -> Any:
+    """The status API's JSON answer; on a refusal, exit with what the API said about it."""
     import httpx
 
-    response = httpx.get(url, timeout=30)
-    if response.status_code == 404:
-        sys.exit(f"ctflow: {response.json().get('detail', 'not found')}")
-    response.raise_for_status()
+    try:
+        response = httpx.request(method, url, params={k: v for k, v in params.items() if v}, timeout=90)
+    except httpx.HTTPError as exc:
+        sys.exit(f"ctflow: the status API at {url} did not answer: {exc}")
+    if response.is_error:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = None
+        sys.exit(f"ctflow: {detail or response.text or response.reason_phrase} (HTTP {response.status_code})")
     return response.json()
 
 
@@ -135,10 +143,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from urllib.parse import urlencode
-
-    query = urlencode({k: v for k, v in {"pipeline": args.pipeline, "state": args.state}.items() if v})
-    rows = _get(f"{_status_api(args)}/runs?{query}")
+    rows = _call("GET", f"{_status_api(args)}/runs", pipeline=args.pipeline, state=args.state)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -150,13 +155,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    print(json.dumps(_get(f"{_status_api(args)}/runs/{args.run_id}"), indent=2))
+    print(json.dumps(_call("GET", f"{_status_api(args)}/runs/{quote(args.run_id, safe='')}"), indent=2))
     return 0
 
 
 def cmd_dead_letters(args: argparse.Namespace) -> int:
-    print(json.dumps(_get(f"{_status_api(args)}/dead-letters"), indent=2))
+    letters = _call("GET", f"{_status_api(args)}/dead-letters", status=args.status, consumer=args.consumer)
+    print(json.dumps(letters, indent=2))
     return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    """Send a dead letter back to its service; exit 1 unless it now went through."""
+    answer = _call("POST", f"{_status_api(args)}/dead-letters/{quote(args.letter_id, safe='')}/replay")
+    print(json.dumps(answer, indent=2))
+    return 0 if answer["result"].get("status") in ("processed", "duplicate", "ignored") else 1
 
 
 def cmd_sample_data(args: argparse.Namespace) -> int:
@@ -218,7 +231,8 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--dataset-version")
     c.add_argument("--reason")
     for name, fn, help in (("runs", cmd_runs, "List runs."), ("run", cmd_run, "Show one run with its timeline."),
-                           ("dead-letters", cmd_dead_letters, "List dead letters.")):
+                           ("dead-letters", cmd_dead_letters, "List dead letters, newest first, with their reasons."),
+                           ("replay", cmd_replay, "Send a dead letter back to its service once the cause is fixed.")):
         c = command(name, fn, help)
         c.add_argument("--api", help="status API URL (default: from <home>/endpoints.json)")
         if name == "runs":
@@ -227,6 +241,11 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--json", action="store_true")
         if name == "run":
             c.add_argument("run_id")
+        if name == "dead-letters":
+            c.add_argument("--status", choices=("open", "replayed"))
+            c.add_argument("--consumer", help="the service that refused them, e.g. dataset-listener")
+        if name == "replay":
+            c.add_argument("letter_id")
     c = command("sample-data", cmd_sample_data, "Write a bundled sample dataset version, ready for `ctflow drop`.")
     c.add_argument("name")
     c.add_argument("dir")

@@ -47,7 +47,7 @@ def test_drop_and_sweep_become_runs_visible_in_the_status_api(stack, digits_fold
     assert all(r["run_id"] in listing for r in swept)
 
 
-def test_dead_letter_is_visible_and_replays_through_the_status_api(stack, digits_folder):
+def test_dead_letter_is_visible_and_replays_through_the_cli_and_the_status_api(stack, digits_folder):
     """A dataset with a bad checksum is a dead letter; after the file is fixed, replay creates the run."""
     home, api, _ = stack
     version = home / "bucket/datasets/digits/bad1"
@@ -59,11 +59,18 @@ def test_dead_letter_is_visible_and_replays_through_the_status_api(stack, digits
     assert letter["consumer"] == "dataset-listener" and "sha256" in letter["reason"] and "train.npz" in letter["reason"]
     assert httpx.get(f"{api}/dead-letters/{letter['id']}").json()["request"]["headers"]["ce-type"].endswith("finalized")
 
+    listed = json.loads(ctflow(home, "dead-letters", "--status", "open", "--consumer", "dataset-listener").stdout)
+    assert [entry["id"] for entry in listed] == [letter["id"]]
+
     (version / "train.npz").write_bytes(good)
-    replay = httpx.post(f"{api}/dead-letters/{letter['id']}/replay", timeout=30)
-    assert replay.status_code == 200 and replay.json()["result"]["status"] == "processed"
+    replayed = json.loads(ctflow(home, "replay", letter["id"]).stdout)
+    assert replayed["result"]["status"] == "processed"
+    again = subprocess.run([sys.executable, "-m", "ctflow.cli", "replay", letter["id"], "--home", str(home)],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "already replayed (HTTP 409)" in again.stderr, again.stderr
     assert httpx.post(f"{api}/dead-letters/{letter['id']}/replay").status_code == 409
     assert any(r["dataset_version"] == "bad1" for r in httpx.get(f"{api}/runs").json())
+    assert json.loads(ctflow(home, "dead-letters", "--status", "open").stdout) == []
 
 
 def test_sigterm_stops_cleanly_and_state_survives_restart(stack, digits_folder, tmp_path):
