@@ -70,13 +70,20 @@ def configure(service: str, project: str | None = None) -> None:
     _context.set({"service": service})
 
 
-def adopt_library_loggers(*names: str) -> None:
+# Loggers `import mlflow` gives plain-text handlers of its own (alembic's and SQLAlchemy's too).
+MLFLOW_OWNED_LOGGERS = ("mlflow", "alembic", "sqlalchemy.engine", "huey")
+
+
+def adopt_library_loggers(*names: str, level: int | None = None) -> None:
     """Send loggers a library gave plain-text handlers of its own (mlflow does, on import)
-    through the JSON handler, so stderr stays one JSON object per line. Levels stay as set."""
+    through the root's JSON handler, so stderr stays one JSON object per line; `level`
+    sets theirs (None keeps it). Used by the services and by the trainer (stdlib only)."""
     for name in names:
         library = logging.getLogger(name)
         for handler in list(library.handlers):
             library.removeHandler(handler)
+        if level is not None:
+            library.setLevel(level)
         library.propagate = True
 
 

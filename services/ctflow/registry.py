@@ -46,8 +46,6 @@ RUN_TAG = f"{TAG_PREFIX}run_id"
 MODEL_FILES_PATH = "model"  # where the trainer logs model.pt, state_dict.pt, model_config.json in its run
 # What MLflow answers for a run, model or alias that is not there (a malformed id names nothing either).
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-# Loggers `import mlflow` gives plain-text handlers of its own (alembic and SQLAlchemy's too: ours then).
-MLFLOW_OWNED_LOGGERS = ("mlflow", "alembic", "sqlalchemy.engine", "huey")
 
 
 class NotFound(LookupError):
@@ -102,7 +100,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings) -> None:
         self.tracking_uri = settings.tracking_uri
         self.artifact_root = settings.mlflow_artifact_root
-        logs.adopt_library_loggers(*MLFLOW_OWNED_LOGGERS)  # before the client: it may create the store's tables
+        logs.adopt_library_loggers(*logs.MLFLOW_OWNED_LOGGERS)  # before the client: it may create the store's tables
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self._lock = threading.Lock()
         self._experiments: dict[str, str] = {}  # name -> id: experiments are not deleted under ctflow

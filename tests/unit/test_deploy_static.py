@@ -596,8 +596,8 @@ def test_trainer_image_installs_what_its_mlflow_project_declares():
 
 def test_the_core_modules_the_trainer_image_imports_need_only_the_standard_library():
     """trainer_image/Dockerfile copies services/ctflow without its dependencies: the trainer imports
-    ctflow.manifest and ctflow.events, which must pull in nothing outside the standard library."""
-    probe = ("import sys; before = set(sys.modules); import ctflow.manifest, ctflow.events; "
+    ctflow.manifest, ctflow.events and ctflow.logs, which must pull in nothing outside the standard library."""
+    probe = ("import sys; before = set(sys.modules); import ctflow.manifest, ctflow.events, ctflow.logs; "
              "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)))")
     done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT / "services", capture_output=True, text=True,
                           check=True)

@@ -59,15 +59,6 @@ def configure_logging(run_id: str | None, stream: TextIO | None = None) -> loggi
     return logger
 
 
-def adopt_library_logger(name: str, level: int = logging.WARNING) -> None:
-    """Make a library logger that installed its own plain-text handler (mlflow) log through ours."""
-    library = logging.getLogger(name)
-    for handler in list(library.handlers):
-        library.removeHandler(handler)
-    library.setLevel(level)
-    library.propagate = True
-
-
 class EpochLines:
     """An epoch's metrics as a log line: the first and last epoch, and others at most every `interval` s.
 

@@ -15,9 +15,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from ctflow.logs import MLFLOW_OWNED_LOGGERS, adopt_library_loggers
 from ctflow_trainer.config import JobConfig
 from ctflow_trainer.curves import CurveLog
-from ctflow_trainer.logs import LOGGER_NAME, adopt_library_logger
+from ctflow_trainer.logs import LOGGER_NAME
 
 MODEL_ARTIFACT_PATH = "model"
 MLFLOW_MODEL_NAME = "mlflow_model"
@@ -31,8 +32,7 @@ class Tracker:
         import mlflow
         from mlflow import MlflowClient
 
-        for name in ("mlflow", "alembic", "sqlalchemy.engine"):  # `import mlflow` gave them plain-text handlers
-            adopt_library_logger(name)
+        adopt_library_loggers(*MLFLOW_OWNED_LOGGERS, level=logging.WARNING)
         self._mlflow = mlflow
         self.cfg = cfg
         self.client = MlflowClient(tracking_uri=cfg.tracking_uri)

@@ -5,9 +5,14 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
+import textwrap
 import uuid
+from pathlib import Path
 
 from ctflow_trainer.logs import EpochLines, JsonFormatter
+from tests.support import REPO_ROOT
 
 
 def _logger(stream: io.StringIO) -> logging.Logger:
@@ -51,3 +56,33 @@ def test_epochs_longer_than_the_interval_each_get_a_line():
         lines(epoch, {"epoch": epoch}, last=False)
         now[0] += 6.0
     assert [line["metrics"]["epoch"] for line in _lines(stream)] == [1, 2, 3, 4]
+
+
+TRACKER_SCRIPT = textwrap.dedent("""
+    import json, logging, sys
+    from pathlib import Path
+    from ctflow_trainer.config import JobConfig
+    from ctflow_trainer.logs import configure_logging
+    from ctflow_trainer.tracking import Tracker
+
+    configure_logging("digits-1")
+    home = Path(sys.argv[1])
+    Tracker(JobConfig.from_env({"CTFLOW_RUN_ID": "digits-1", "CTFLOW_PIPELINE": "digits",
+                                "CTFLOW_DATASET_URI": str(home / "data"), "CTFLOW_HYPERPARAMETERS": "{}",
+                                "MLFLOW_TRACKING_URI": f"sqlite:///{home / 'mlflow.db'}"}))
+    for name in ("mlflow.store", "alembic.runtime.migration", "sqlalchemy.engine.Engine"):
+        logging.getLogger(name).warning("a warning from %s", name)
+    logging.getLogger("mlflow.store").info("an INFO line MLflow would print")
+""")
+
+
+def test_mlflow_alembic_and_sqlalchemy_lines_come_out_as_the_jobs_json_at_warning_and_above(tmp_path: Path):
+    """`import mlflow` gives these loggers plain-text handlers at INFO; the job's stderr stays JSON."""
+    done = subprocess.run([sys.executable, "-c", TRACKER_SCRIPT, str(tmp_path)], capture_output=True, text=True,
+                          timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                                            "MLFLOW_DISABLE_TELEMETRY": "true",
+                                            "PYTHONPATH": f"{REPO_ROOT / 'trainer_image'}:{REPO_ROOT / 'services'}"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [json.loads(line) for line in done.stderr.splitlines()]  # fails on any plain-text line
+    assert [line["message"] for line in lines] == [
+        f"a warning from {name}" for name in ("mlflow.store", "alembic.runtime.migration", "sqlalchemy.engine.Engine")]
