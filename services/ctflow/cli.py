@@ -55,9 +55,10 @@ def _call(method: str, url: str, **params: str | None) -> Any:
         sys.exit(f"ctflow: the status API at {url} did not answer: {exc}")
     if response.is_error:
         try:
-            detail = response.json().get("detail")
+            said = response.json()
         except ValueError:
-            detail = None
+            said = None
+        detail = said.get("detail") if isinstance(said, dict) else None
         sys.exit(f"ctflow: {detail or response.text or response.reason_phrase} (HTTP {response.status_code})")
     return response.json()
 

@@ -93,7 +93,11 @@ def test_after_the_last_attempt_the_push_is_a_dead_letter_with_the_services_answ
     with serving(service.app) as url:
         [delivery] = _dispatch_until_settled(deps, url, settings)
         time.sleep(4 * settings.bus_backoff_seconds)
-        Dispatcher(deps.ledger, settings, {HPARAM_CONSUMER: url}, threading.Event()).dispatch_due()
+        later = Dispatcher(deps.ledger, settings, {HPARAM_CONSUMER: url}, threading.Event())
+        try:
+            assert later.dispatch_due() == 0  # a dead delivery is never due again
+        finally:
+            later.close()
     assert (delivery.status, delivery.attempts) == ("dead", 3) and len(service.pushes) == 3  # then no more
     with deps.ledger.reading() as tx:
         [letter] = tx.scalars(select(DeadLetter)).all()

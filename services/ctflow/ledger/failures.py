@@ -12,7 +12,7 @@ from __future__ import annotations
 from sqlalchemy import Table, delete, exists, select
 from sqlalchemy.orm import Session
 
-from .sql import dialect_insert, execute
+from .sql import dialect_insert, dialect_of, execute
 from .tables import DeliveryFailure, InboxEntry, utcnow
 
 _FAILURES: Table = DeliveryFailure.__table__  # type: ignore[assignment]
@@ -33,7 +33,7 @@ def record(session: Session, consumer: str, source: str, event_id: str, error: s
     `error` is what `describe` made of the exception.
     """
     now = utcnow()
-    insert = dialect_insert(session, _FAILURES).values(consumer=consumer, source=source, event_id=event_id,
+    insert = dialect_insert(dialect_of(session), _FAILURES).values(consumer=consumer, source=source, event_id=event_id,
                                                         attempts=1, last_error=error, first_failed_at=now,
                                                         last_failed_at=now)
     counted = insert.on_conflict_do_update(

@@ -134,21 +134,16 @@ def _bulk_insert(dialect: str, table: Table, names: tuple[str, ...], returning: 
         records = func.json_populate_recordset(literal_column(f'NULL::"{table.name}"'),
                                                cast(bindparam("rows", type_=Text), JSON))
         source = select(*(column(name) for name in names)).select_from(records)  # quoted where a name needs it
-        statement = _dialect_insert(dialect, table).from_select(names, source)
+        statement = dialect_insert(dialect, table).from_select(names, source)
     else:
-        statement = _dialect_insert(dialect, table)
+        statement = dialect_insert(dialect, table)
     if skip_conflicts:
         statement = statement.on_conflict_do_nothing()
     return statement.returning(*(table.c[name] for name in returning)) if returning else statement
 
 
-def dialect_insert(session: Session, table: Table):  # type: ignore[no-untyped-def]
-    """The session's dialect's own INSERT construct (it has ON CONFLICT … DO NOTHING / DO UPDATE)."""
-    return _dialect_insert(dialect_of(session), table)
-
-
-def _dialect_insert(dialect: str, table: Table):  # type: ignore[no-untyped-def]
-    """The dialect's own INSERT construct (it has ON CONFLICT)."""
+def dialect_insert(dialect: str, table: Table):  # type: ignore[no-untyped-def]
+    """The dialect's own INSERT construct (it has ON CONFLICT … DO NOTHING / DO UPDATE)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
