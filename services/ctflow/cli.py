@@ -32,7 +32,13 @@ def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     try:
         return ClientSettings(**overrides)
     except ValidationError as exc:
-        sys.exit(f"ctflow: {'; '.join(error['msg'].removeprefix('Value error, ') for error in exc.errors())}")
+        sys.exit(f"ctflow: {'; '.join(_setting_error(error) for error in exc.errors())}")
+
+
+def _setting_error(error: Any) -> str:
+    """One settings error, naming the environment variable it came from when it has one."""
+    said = error["msg"].removeprefix("Value error, ")
+    return f"CTFLOW_{str(error['loc'][0]).upper()}: {said}" if error["loc"] else said
 
 
 def _status_api(args: argparse.Namespace) -> str:

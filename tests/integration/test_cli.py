@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,11 @@ def test_status_commands_say_what_the_api_said_or_that_it_did_not_answer(deps):
         assert listed.returncode == 0 and listed.stdout.strip() == "[]"
     silent = _cli("runs", "--api", f"http://127.0.0.1:{free_port()}")
     assert silent.returncode == 1 and "did not answer" in silent.stderr and "Traceback" not in silent.stderr
+
+
+def test_a_setting_that_cannot_be_read_is_named(tmp_path: Path):
+    done = subprocess.run([sys.executable, "-m", "ctflow.cli", "runs", "--home", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "CTFLOW_MAX_SWEEP_POINTS": "many"})
+    assert done.returncode == 1 and "CTFLOW_MAX_SWEEP_POINTS: Input should be a valid integer" in done.stderr
+    assert "Traceback" not in done.stderr
