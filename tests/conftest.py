@@ -67,8 +67,13 @@ def pipelines_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(tmp_path: Path, ledger_url: str, pipelines_dir: Path) -> Settings:
-    return Settings(home=tmp_path / "home", database_url=ledger_url, pipelines_dir=pipelines_dir,
-                    outbox_grace_seconds=0, bus_backoff_seconds=0.05)
+    return Settings(
+        home=tmp_path / "home",
+        database_url=ledger_url,
+        pipelines_dir=pipelines_dir,
+        outbox_grace_seconds=0,
+        bus_backoff_seconds=0.05,
+    )
 
 
 @pytest.fixture

@@ -62,8 +62,14 @@ def serving(app: Any) -> Iterator[str]:
         thread.join(timeout=10)
 
 
-def gcs_event_request(bucket_root: Path, name: str, bucket: str = "local-bucket", *, event_id: str | None = None,
-                      generation: str | None = None) -> tuple[dict[str, str], bytes]:
+def gcs_event_request(
+    bucket_root: Path,
+    name: str,
+    bucket: str = "local-bucket",
+    *,
+    event_id: str | None = None,
+    generation: str | None = None,
+) -> tuple[dict[str, str], bytes]:
     """The binary-mode CloudEvent Eventarc delivers for an object in a local bucket folder."""
     event = finalized_event(bucket, name, (bucket_root / name).stat())
     if generation is not None:
@@ -73,13 +79,23 @@ def gcs_event_request(bucket_root: Path, name: str, bucket: str = "local-bucket"
     return to_http_binary(event)
 
 
-def push_request(message: dict[str, Any] | bytes, message_id: str, attributes: dict[str, str] | None = None,
-                 subscription: str = "projects/test/subscriptions/hparams") -> tuple[dict[str, str], bytes]:
+def push_request(
+    message: dict[str, Any] | bytes,
+    message_id: str,
+    attributes: dict[str, str] | None = None,
+    subscription: str = "projects/test/subscriptions/hparams",
+) -> tuple[dict[str, str], bytes]:
     """A Pub/Sub push envelope carrying a (hyperparameter) message."""
     data = message if isinstance(message, bytes) else json.dumps(message).encode()
-    body = {"message": {"data": base64.b64encode(data).decode(), "attributes": attributes or {},
-                        "messageId": message_id, "publishTime": "2026-11-22T00:00:00Z"},
-            "subscription": subscription}
+    body = {
+        "message": {
+            "data": base64.b64encode(data).decode(),
+            "attributes": attributes or {},
+            "messageId": message_id,
+            "publishTime": "2026-11-22T00:00:00Z",
+        },
+        "subscription": subscription,
+    }
     return {"content-type": "application/json"}, json.dumps(body).encode()
 
 
@@ -151,17 +167,32 @@ def stop_trainers(home: Path) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
-def start_service(module: str, env: dict[str, str], port: int | None = None,
-                  timeout: float = 60) -> tuple[subprocess.Popen, float, int]:  # type: ignore[type-arg]
+def start_service(
+    module: str, env: dict[str, str], port: int | None = None, timeout: float = 60
+) -> tuple[subprocess.Popen, float, int]:  # type: ignore[type-arg]
     """`uvicorn module` in its own process as its container runs it; (process, seconds to first 200 on
     /healthz, port). Fails at once, with the process's stderr, if it exits before answering."""
     port = port or free_port()
     started = time.perf_counter()
     errors = tempfile.TemporaryFile()  # noqa: SIM115 - outlives this call; a pipe could fill and block the service
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", module, "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
-         "--no-access-log"],
-        cwd=REPO_ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=errors,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            module,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=REPO_ROOT,
+        env={**os.environ, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=errors,
     )
     with httpx.Client() as client:
         while time.perf_counter() - started < timeout:
@@ -176,8 +207,9 @@ def start_service(module: str, env: dict[str, str], port: int | None = None,
     proc.kill()
     proc.wait()
     errors.seek(0)
-    raise RuntimeError(f"{module} did not start (exit {proc.returncode}): "
-                       f"{errors.read().decode(errors='replace')[-2000:]}")
+    raise RuntimeError(
+        f"{module} did not start (exit {proc.returncode}): {errors.read().decode(errors='replace')[-2000:]}"
+    )
 
 
 def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]

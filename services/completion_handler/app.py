@@ -15,8 +15,9 @@ RECONCILERS = (*CORE_RECONCILERS, finish_evaluations)
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
-    return create_service(COMPLETION_HANDLER, "completion_handler.handlers:HANDLERS", reconcilers=RECONCILERS,
-                          deps_factory=deps_factory)
+    return create_service(
+        COMPLETION_HANDLER, "completion_handler.handlers:HANDLERS", reconcilers=RECONCILERS, deps_factory=deps_factory
+    )
 
 
 app = create_app()

@@ -57,22 +57,37 @@ def assess(deps: Dependencies, task: EvaluationTask) -> Assessment:
     training = _training_run(registry, task)
     champion_ref = registry.champion(task.pipeline)
     with tempfile.TemporaryDirectory(prefix="ctflow-evaluation-") as tmp:
-        challenger_dir, challenger = _measure(registry, training.model_files_uri, Path(tmp, "challenger"), holdout,
-                                              "the challenger")
+        challenger_dir, challenger = _measure(
+            registry, training.model_files_uri, Path(tmp, "challenger"), holdout, "the challenger"
+        )
         hyperparameters = read_config(challenger_dir).get("hyperparameters") or task.hyperparameters
         champion = None
         if champion_ref is not None:
-            _, theirs = _measure(registry, champion_ref.source, Path(tmp, "champion"), holdout,
-                                 f"champion version {champion_ref.version}")
+            _, theirs = _measure(
+                registry,
+                champion_ref.source,
+                Path(tmp, "champion"),
+                holdout,
+                f"champion version {champion_ref.version}",
+            )
             champion = (champion_ref, theirs)
-    verdict = judge(spec.evaluation, challenger.scalars(),
-                    Champion(champion[0].version, champion[1].scalars()) if champion else None)
+    verdict = judge(
+        spec.evaluation,
+        challenger.scalars(),
+        Champion(champion[0].version, champion[1].scalars()) if champion else None,
+    )
     evaluation_run_id = registration.log_evaluation(registry, task, holdout, challenger, champion, verdict)
     version = None
     if verdict.passed:
-        version = registration.register(registry, task, training, hyperparameters=hyperparameters, holdout=holdout,
-                                        evaluation_run_id=evaluation_run_id,
-                                        champion_version=champion_ref.version if champion_ref else None)
+        version = registration.register(
+            registry,
+            task,
+            training,
+            hyperparameters=hyperparameters,
+            holdout=holdout,
+            evaluation_run_id=evaluation_run_id,
+            champion_version=champion_ref.version if champion_ref else None,
+        )
     return Assessment(holdout, challenger, champion, verdict, evaluation_run_id, version)
 
 
@@ -88,8 +103,10 @@ def _training_run(registry: ModelRegistry, task: EvaluationTask) -> TrainingRun:
         raise EvaluationError(f"MLflow run {training.run_id} belongs to ctflow run {tagged!r}, not {task.run_id}")
     trained_on, recorded = training.tags.get(f"{TAG_PREFIX}manifest_sha256"), task.dataset.get("manifest_sha256")
     if trained_on and recorded and trained_on != recorded:
-        raise EvaluationError(f"the trainer verified dataset manifest {trained_on}, but the run recorded {recorded}: "
-                              "the dataset changed after it arrived, so the model's lineage is unknown")
+        raise EvaluationError(
+            f"the trainer verified dataset manifest {trained_on}, but the run recorded {recorded}: "
+            "the dataset changed after it arrived, so the model's lineage is unknown"
+        )
     return training
 
 

@@ -71,8 +71,12 @@ class ModelMetrics:
 
     def scalars(self) -> dict[str, float]:
         """The metrics the gate and the events speak of."""
-        return {"accuracy": self.accuracy, "loss": self.loss, "model_size_bytes": float(self.model_size_bytes),
-                "cpu_p95_ms": self.cpu_p95_ms}
+        return {
+            "accuracy": self.accuracy,
+            "loss": self.loss,
+            "model_size_bytes": float(self.model_size_bytes),
+            "cpu_p95_ms": self.cpu_p95_ms,
+        }
 
 
 def load_holdout(spec: HoldoutSpec, blobs: BlobStore) -> Holdout:
@@ -88,16 +92,20 @@ def load_holdout(spec: HoldoutSpec, blobs: BlobStore) -> Holdout:
         raise EvaluationError(f"holdout {spec.uri} cannot be read: {exc}") from None
     sha256 = hashlib.sha256(data).hexdigest()
     if spec.sha256 and sha256 != spec.sha256:
-        raise EvaluationError(f"holdout {spec.uri} has sha256 {sha256}; the pipeline pins {spec.sha256} "
-                              "(the file changed since it was pinned)")
+        raise EvaluationError(
+            f"holdout {spec.uri} has sha256 {sha256}; the pipeline pins {spec.sha256} "
+            "(the file changed since it was pinned)"
+        )
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             x, y = archive["X"], archive["y"]
     except (KeyError, ValueError, OSError, zipfile.BadZipFile) as exc:
         raise EvaluationError(f"holdout {spec.uri} is not an npz with arrays X and y: {exc}") from None
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or len(y) == 0 or y.dtype.kind not in "iu" or y.min() < 0:
-        raise EvaluationError(f"holdout {spec.uri} must hold X (N, ...) and integer labels y (N,), "
-                              f"got X {x.shape} and y {y.dtype} {y.shape} (labels must be >= 0)")
+        raise EvaluationError(
+            f"holdout {spec.uri} must hold X (N, ...) and integer labels y (N,), "
+            f"got X {x.shape} and y {y.dtype} {y.shape} (labels must be >= 0)"
+        )
     return Holdout(uri=spec.uri, sha256=sha256, x=x, y=y.astype(np.int64))
 
 
@@ -120,8 +128,9 @@ def model_inputs(x: np.ndarray, config: dict[str, Any]) -> Any:
         raise EvaluationError(f"the model takes inputs of shape {list(expected)}; the holdout has {list(x.shape[1:])}")
     low, high = config.get("input_range") or (-np.inf, np.inf)
     if x.size and (float(x.min()) < low or float(x.max()) > high):
-        raise EvaluationError(f"holdout values span [{float(x.min())}, {float(x.max())}]; "
-                              f"the model takes values in [{low}, {high}]")
+        raise EvaluationError(
+            f"holdout values span [{float(x.min())}, {float(x.max())}]; the model takes values in [{low}, {high}]"
+        )
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
 
 
@@ -135,11 +144,14 @@ def measure(model_dir: Path, holdout: Holdout) -> ModelMetrics:
         logits = model(inputs)
         classes = int(config.get("num_classes") or logits.shape[-1])
         if logits.ndim != 2 or logits.shape != (len(labels), classes) or int(labels.max()) >= classes:
-            raise EvaluationError(f"the model returned {tuple(logits.shape)} for {len(labels)} holdout rows; "
-                                  f"expected ({len(labels)}, {classes}) with labels below {classes}")
+            raise EvaluationError(
+                f"the model returned {tuple(logits.shape)} for {len(labels)} holdout rows; "
+                f"expected ({len(labels)}, {classes}) with labels below {classes}"
+            )
         if not bool(torch.isfinite(logits).all()):
-            raise EvaluationError("the model's outputs on the holdout include NaN or infinite values "
-                                  "(did its training diverge?)")
+            raise EvaluationError(
+                "the model's outputs on the holdout include NaN or infinite values (did its training diverge?)"
+            )
         predicted = logits.argmax(dim=1)
         loss = torch.nn.functional.cross_entropy(logits.float(), labels).item()
         confusion = torch.bincount(labels * classes + predicted, minlength=classes * classes)

@@ -63,18 +63,35 @@ def finish(deps: Dependencies, run_id: str, *, now: datetime | None = None) -> s
 
 def _record_verdict(deps: Dependencies, task: lease.EvaluationTask, assessment: Assessment) -> str | None:
     verdict = assessment.verdict
-    data = {"run_id": task.run_id, "pipeline": task.pipeline, "metrics": assessment.challenger.scalars(),
-            "champion_version": assessment.champion_version}
+    data = {
+        "run_id": task.run_id,
+        "pipeline": task.pipeline,
+        "metrics": assessment.challenger.scalars(),
+        "champion_version": assessment.champion_version,
+    }
     if assessment.version is not None:  # the verdict passed and the version exists
         data.update(model_name=model_name(task.pipeline), model_version=assessment.version.version)
-        event = events.run_event(events.MODEL_REGISTERED, COMPLETION_HANDLER, task.run_id, data,
-                                 event_id=f"model-registered-{task.run_id}")
-        return _record(deps, task, states.REGISTERED, summary=assessment.summary(), event=event,
-                       model_version=assessment.version.version)
-    event = events.run_event(events.MODEL_REJECTED, COMPLETION_HANDLER, task.run_id,
-                             {**data, "reasons": list(verdict.reasons)}, event_id=f"model-rejected-{task.run_id}")
-    return _record(deps, task, states.REJECTED, summary=assessment.summary(), event=event,
-                   reason="; ".join(verdict.reasons))
+        event = events.run_event(
+            events.MODEL_REGISTERED, COMPLETION_HANDLER, task.run_id, data, event_id=f"model-registered-{task.run_id}"
+        )
+        return _record(
+            deps,
+            task,
+            states.REGISTERED,
+            summary=assessment.summary(),
+            event=event,
+            model_version=assessment.version.version,
+        )
+    event = events.run_event(
+        events.MODEL_REJECTED,
+        COMPLETION_HANDLER,
+        task.run_id,
+        {**data, "reasons": list(verdict.reasons)},
+        event_id=f"model-rejected-{task.run_id}",
+    )
+    return _record(
+        deps, task, states.REJECTED, summary=assessment.summary(), event=event, reason="; ".join(verdict.reasons)
+    )
 
 
 def _give_back(deps: Dependencies, task: lease.EvaluationTask, exc: Exception) -> None:
@@ -87,21 +104,37 @@ def _give_back(deps: Dependencies, task: lease.EvaluationTask, exc: Exception) -
         log.exception("could not release the evaluation lease of run %s", task.run_id)
 
 
-def _record(deps: Dependencies, task: lease.EvaluationTask, target: str, *, summary: dict[str, Any] | None = None,
-            event: events.Event | None = None, reason: str | None = None,
-            model_version: str | None = None) -> str | None:
+def _record(
+    deps: Dependencies,
+    task: lease.EvaluationTask,
+    target: str,
+    *,
+    summary: dict[str, Any] | None = None,
+    event: events.Event | None = None,
+    reason: str | None = None,
+    model_version: str | None = None,
+) -> str | None:
     with service_work(deps, COMPLETION_HANDLER, "record-verdict") as ctx:
         run = lease.holder(ctx.tx, task)
         if run is None:  # the lease expired and another worker took the run over: its result stands
             log.warning("run %s: lease lost during evaluation; leaving the result to its new holder", task.run_id)
             return None
         previous = run.evaluation or {}
-        run.evaluation = {**(summary or {"status": "failed"}), "completion": previous.get("completion"),
-                          "attempts": previous.get("attempts")}
+        run.evaluation = {
+            **(summary or {"status": "failed"}),
+            "completion": previous.get("completion"),
+            "attempts": previous.get("attempts"),
+        }
         if model_version is not None:
             run.model_version = model_version
-        runs.transition(ctx.tx, run, target, COMPLETION_HANDLER, reason=reason,
-                        detail={"model_version": model_version} if model_version else None)
+        runs.transition(
+            ctx.tx,
+            run,
+            target,
+            COMPLETION_HANDLER,
+            reason=reason,
+            detail={"model_version": model_version} if model_version else None,
+        )
         if event is not None:
             ctx.emit(event)
     log.info("run %s is %s", task.run_id, target, extra=logs.fields(reason=reason, model_version=model_version))
@@ -111,8 +144,11 @@ def _record(deps: Dependencies, task: lease.EvaluationTask, target: str, *, summ
 def finish_stuck(deps: Dependencies, *, now: datetime | None = None) -> dict[str, int]:
     """Reconcile step: finish runs left in `evaluating` whose lease is free (never taken or expired)."""
     with deps.ledger.transaction() as tx:
-        waiting = list(tx.scalars(select(Run.id).where(Run.state == states.EVALUATING)
-                                  .order_by(Run.updated_at).limit(RECONCILE_BATCH)))
+        waiting = list(
+            tx.scalars(
+                select(Run.id).where(Run.state == states.EVALUATING).order_by(Run.updated_at).limit(RECONCILE_BATCH)
+            )
+        )
     finished = failed = 0
     for run_id in waiting:
         try:

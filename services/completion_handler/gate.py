@@ -67,8 +67,10 @@ def _improvement_reasons(spec: EvaluationSpec, value: float, champion: Champion)
     gain = value - theirs if spec.direction == "maximize" else theirs - value
     if gain >= needed:
         return []
-    return [f"{metric} {fmt(value)} does not improve on champion version {champion.version} "
-            f"({fmt(theirs)}) by at least {fmt(needed)}"]
+    return [
+        f"{metric} {fmt(value)} does not improve on champion version {champion.version} "
+        f"({fmt(theirs)}) by at least {fmt(needed)}"
+    ]
 
 
 def guard_reasons(spec: EvaluationSpec, challenger: Mapping[str, float]) -> list[str]:

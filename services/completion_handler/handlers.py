@@ -36,14 +36,17 @@ def on_training_completed(ctx: HandlerContext) -> Outcome:
     if run is None:
         raise Rejected(f"training.completed for run {done.run_id!r}, which the ledger does not know")
     if run.pipeline != done.pipeline:
-        raise Rejected(f"training.completed says run {run.id} belongs to pipeline {done.pipeline!r}; "
-                       f"the ledger says {run.pipeline!r}")
+        raise Rejected(
+            f"training.completed says run {run.id} belongs to pipeline {done.pipeline!r}; "
+            f"the ledger says {run.pipeline!r}"
+        )
     runs.note_event(ctx.tx, run.id, "received", ctx.event, COMPLETION_HANDLER)
     ctx.touched(run.id)
     if run.state != states.TRAINING:  # the fence: only a training run takes a completion
         status = "ignored" if run.state in _NOT_YET_TRAINING else "duplicate"
-        return Outcome(status, f"run {run.id} is {run.state}, not training; "
-                               f"{ctx.event.id} from {ctx.event.source} changes nothing")
+        return Outcome(
+            status, f"run {run.id} is {run.state}, not training; {ctx.event.id} from {ctx.event.source} changes nothing"
+        )
 
     if done.metrics:
         run.metrics = dict(done.metrics)
@@ -52,8 +55,19 @@ def on_training_completed(ctx: HandlerContext) -> Outcome:
     if not done.mlflow_run_id:
         return _fail(ctx, run, "training reported success without an MLflow run id: there is no model to evaluate")
     run.mlflow_run_id = done.mlflow_run_id
-    run.evaluation = lease.pending({k: getattr(done, k, None) for k in (
-        "job_id", "model_dir", "artifact_uri", "mlflow_model_uri", "epochs_completed", "resumed_from_epoch")})
+    run.evaluation = lease.pending(
+        {
+            k: getattr(done, k, None)
+            for k in (
+                "job_id",
+                "model_dir",
+                "artifact_uri",
+                "mlflow_model_uri",
+                "epochs_completed",
+                "resumed_from_epoch",
+            )
+        }
+    )
     runs.transition(ctx.tx, run, states.EVALUATING, COMPLETION_HANDLER)
     deps, run_id = ctx.deps, run.id
 

@@ -61,14 +61,24 @@ def claim(tx: Session, run_id: str, now: datetime) -> EvaluationTask | None:
     if lease and datetime.fromisoformat(lease["expires_at"]) > now:
         return None
     owner = uuid.uuid4().hex
-    record.update(status="running", lease={"owner": owner, "expires_at": (now + LEASE).isoformat()},
-                  attempts=int(record.get("attempts") or 0) + 1)
+    record.update(
+        status="running",
+        lease={"owner": owner, "expires_at": (now + LEASE).isoformat()},
+        attempts=int(record.get("attempts") or 0) + 1,
+    )
     run.evaluation = record
     return EvaluationTask(
-        run_id=run.id, pipeline=run.pipeline, owner=owner, attempt=record["attempts"],
-        mlflow_run_id=run.mlflow_run_id or "", hyperparameters=dict(run.hyperparameters or {}),
-        dataset_version=run.dataset_version, dataset=dict(run.dataset or {}), trigger=dict(run.trigger or {}),
-        job=dict(run.job or {}), completion=dict(record.get("completion") or {}),
+        run_id=run.id,
+        pipeline=run.pipeline,
+        owner=owner,
+        attempt=record["attempts"],
+        mlflow_run_id=run.mlflow_run_id or "",
+        hyperparameters=dict(run.hyperparameters or {}),
+        dataset_version=run.dataset_version,
+        dataset=dict(run.dataset or {}),
+        trigger=dict(run.trigger or {}),
+        job=dict(run.job or {}),
+        completion=dict(record.get("completion") or {}),
     )
 
 

@@ -32,41 +32,84 @@ def evaluations_experiment(pipeline: str) -> str:
     return f"{pipeline}-evaluations"
 
 
-def log_evaluation(registry: ModelRegistry, task: EvaluationTask, holdout: Holdout, challenger: ModelMetrics,
-                   champion: tuple[ModelVersionRef, ModelMetrics] | None, verdict: Verdict) -> str:
+def log_evaluation(
+    registry: ModelRegistry,
+    task: EvaluationTask,
+    holdout: Holdout,
+    challenger: ModelMetrics,
+    champion: tuple[ModelVersionRef, ModelMetrics] | None,
+    verdict: Verdict,
+) -> str:
     """One MLflow run per evaluation attempt: both models' metrics, confusion matrices, the verdict."""
     metrics = {f"challenger.{k}": v for k, v in challenger.scalars().items()}
-    matrices: dict[str, Any] = {"rows": "true class", "columns": "predicted class",
-                                "challenger": challenger.confusion_matrix}
+    matrices: dict[str, Any] = {
+        "rows": "true class",
+        "columns": "predicted class",
+        "challenger": challenger.confusion_matrix,
+    }
     if champion is not None:
         metrics.update({f"champion.{k}": v for k, v in champion[1].scalars().items()})
         matrices["champion"] = champion[1].confusion_matrix
     metrics["holdout.samples"] = float(len(holdout.y))
-    tags = _tags(run_id=task.run_id, pipeline=task.pipeline, holdout_sha256=holdout.sha256,
-                 holdout_uri=holdout.uri, challenger_mlflow_run_id=task.mlflow_run_id,
-                 champion_version=champion[0].version if champion else "none",
-                 gate="passed" if verdict.passed else "rejected", attempt=task.attempt)
-    return registry.log_run(evaluations_experiment(task.pipeline), run_name=f"evaluate-{task.run_id}", tags=tags,
-                            metrics=metrics, documents={"confusion_matrix.json": matrices,
-                                                        "gate.json": {"passed": verdict.passed,
-                                                                      "reasons": list(verdict.reasons)}})
+    tags = _tags(
+        run_id=task.run_id,
+        pipeline=task.pipeline,
+        holdout_sha256=holdout.sha256,
+        holdout_uri=holdout.uri,
+        challenger_mlflow_run_id=task.mlflow_run_id,
+        champion_version=champion[0].version if champion else "none",
+        gate="passed" if verdict.passed else "rejected",
+        attempt=task.attempt,
+    )
+    return registry.log_run(
+        evaluations_experiment(task.pipeline),
+        run_name=f"evaluate-{task.run_id}",
+        tags=tags,
+        metrics=metrics,
+        documents={
+            "confusion_matrix.json": matrices,
+            "gate.json": {"passed": verdict.passed, "reasons": list(verdict.reasons)},
+        },
+    )
 
 
-def register(registry: ModelRegistry, task: EvaluationTask, training: TrainingRun, *, hyperparameters: dict[str, Any],
-             holdout: Holdout, evaluation_run_id: str, champion_version: str | None) -> ModelVersionRef:
+def register(
+    registry: ModelRegistry,
+    task: EvaluationTask,
+    training: TrainingRun,
+    *,
+    hyperparameters: dict[str, Any],
+    holdout: Holdout,
+    evaluation_run_id: str,
+    champion_version: str | None,
+) -> ModelVersionRef:
     """The run's one model version (created, or found from an attempt a crash interrupted)."""
-    tags = lineage_tags(task, training, hyperparameters=hyperparameters, holdout=holdout,
-                        evaluation_run_id=evaluation_run_id, champion_version=champion_version)
-    version = registry.register(task.pipeline, run_id=task.run_id, source=training.model_files_uri,
-                                mlflow_run_id=training.run_id, tags=tags)
+    tags = lineage_tags(
+        task,
+        training,
+        hyperparameters=hyperparameters,
+        holdout=holdout,
+        evaluation_run_id=evaluation_run_id,
+        champion_version=champion_version,
+    )
+    version = registry.register(
+        task.pipeline, run_id=task.run_id, source=training.model_files_uri, mlflow_run_id=training.run_id, tags=tags
+    )
     current = registry.by_alias(task.pipeline, CHALLENGER)
     if current is None or int(current.version) <= int(version.version):  # never back to an older version
         registry.set_alias(task.pipeline, CHALLENGER, version.version)
     return version
 
 
-def lineage_tags(task: EvaluationTask, training: TrainingRun, *, hyperparameters: dict[str, Any], holdout: Holdout,
-                 evaluation_run_id: str, champion_version: str | None) -> dict[str, str]:
+def lineage_tags(
+    task: EvaluationTask,
+    training: TrainingRun,
+    *,
+    hyperparameters: dict[str, Any],
+    holdout: Holdout,
+    evaluation_run_id: str,
+    champion_version: str | None,
+) -> dict[str, str]:
     trained, dataset, job = training.tags, task.dataset, task.job
     return _tags(
         run_id=task.run_id,

@@ -37,8 +37,9 @@ class GoogleOidcVerifier:
     unknown_kid_refetch_seconds = 30.0
     fetch_timeout_seconds = 10.0
 
-    def __init__(self, audience: str | Sequence[str] | None, allowed: Sequence[str],
-                 certs_url: str | None = None) -> None:
+    def __init__(
+        self, audience: str | Sequence[str] | None, allowed: Sequence[str], certs_url: str | None = None
+    ) -> None:
         audiences = audience.split(",") if isinstance(audience, str) else audience or ()
         self.audiences = [a.strip() for a in audiences if a.strip()]
         if not self.audiences:  # google-auth would skip the audience check altogether
@@ -64,8 +65,9 @@ class GoogleOidcVerifier:
             raise Unauthorized("malformed bearer token") from None
         certs = self._certs_for(kid)
         try:
-            claims = jwt.decode(token, certs=certs, audience=self.audiences,
-                                clock_skew_in_seconds=self.clock_skew_seconds)
+            claims = jwt.decode(
+                token, certs=certs, audience=self.audiences, clock_skew_in_seconds=self.clock_skew_seconds
+            )
         except ValueError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
         if claims.get("iss") not in GOOGLE_ISSUERS:

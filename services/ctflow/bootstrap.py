@@ -84,8 +84,10 @@ def message_bus(settings: Settings, ledger: Ledger | None, on_publish: Callable[
 
 def _adapter(ref: str) -> Callable[[Dependencies], object]:
     """A factory that imports `module:Class` on first use and builds it from the settings."""
+
     def make(deps: Dependencies) -> object:
         from .service import load_ref
 
         return load_ref(ref)(deps.settings)
+
     return make

@@ -72,8 +72,10 @@ def _call(method: str, url: str, **params: str | None) -> Any:
 def _embedded_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     settings = _settings(args)
     if settings.mode != "embedded":
-        sys.exit(f"ctflow {args.command}: runs the embedded stack only; on Google Cloud, `skaffold run` deploys "
-                 "the services (unset CTFLOW_MODE=gcp to run it here)")
+        sys.exit(
+            f"ctflow {args.command}: runs the embedded stack only; on Google Cloud, `skaffold run` deploys "
+            "the services (unset CTFLOW_MODE=gcp to run it here)"
+        )
     return settings
 
 
@@ -89,8 +91,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         stop.wait()
         training = stack.runs_still_training()
     if training:
-        print(f"ctflow up: stopped. Still training: {', '.join(training)}. Their trainer processes go on, as "
-              "Vertex AI jobs would; the next `ctflow up` on this home records how they ended.", file=sys.stderr)
+        print(
+            f"ctflow up: stopped. Still training: {', '.join(training)}. Their trainer processes go on, as "
+            "Vertex AI jobs would; the next `ctflow up` on this home records how they ended.",
+            file=sys.stderr,
+        )
     return 0
 
 
@@ -156,8 +161,10 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     print(f"{'RUN':<34} {'PIPELINE':<12} {'STATE':<12} {'TRIGGER':<10} {'DATASET':<22} {'MODEL':<6} CREATED")
     for r in rows:
-        print(f"{r['run_id']:<34} {r['pipeline']:<12} {r['state']:<12} {r['trigger'].get('kind', ''):<10} "
-              f"{(r['dataset_version'] or '-'):<22} {(r['model_version'] or '-'):<6} {r['created_at']}")
+        print(
+            f"{r['run_id']:<34} {r['pipeline']:<12} {r['state']:<12} {r['trigger'].get('kind', ''):<10} "
+            f"{(r['dataset_version'] or '-'):<22} {(r['model_version'] or '-'):<6} {r['created_at']}"
+        )
     return 0
 
 
@@ -216,14 +223,18 @@ def parser() -> argparse.ArgumentParser:
 
     def command(name: str, fn, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
         c = sub.add_parser(name, help=help, description=help)
-        c.add_argument("--home", default=os.environ.get("CTFLOW_HOME"),
-                       help="embedded state folder (default ~/.ctflow)")
+        c.add_argument(
+            "--home", default=os.environ.get("CTFLOW_HOME"), help="embedded state folder (default ~/.ctflow)"
+        )
         c.set_defaults(fn=fn)
         return c
 
     c = command("up", cmd_up, "Start the embedded stack and write <home>/endpoints.json.")
-    c.add_argument("--port-base", type=int,
-                   help="first of seven consecutive loopback ports: six services, then the bus (default: any free)")
+    c.add_argument(
+        "--port-base",
+        type=int,
+        help="first of seven consecutive loopback ports: six services, then the bus (default: any free)",
+    )
     c = command("demo", cmd_demo, "Run the whole loop on the bundled digits dataset.")
     c.add_argument("--timeout", type=float, default=300)
     c = command("drop", cmd_drop, "Upload a folder as a dataset version, commit marker last.")
@@ -233,13 +244,16 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--bucket", help="target bucket: a local folder (embedded) or a bucket name (gcp)")
     c = command("publish", cmd_publish, "Publish a hyperparameter message.")
     c.add_argument("--pipeline", required=True)
-    c.add_argument("--hparams", default="{}", help='JSON object, e.g. \'{"lr": 0.01}\'')
-    c.add_argument("--sweep", help='JSON object of lists, e.g. \'{"lr": [0.01, 0.001]}\'')
+    c.add_argument("--hparams", default="{}", help="JSON object, e.g. '{\"lr\": 0.01}'")
+    c.add_argument("--sweep", help="JSON object of lists, e.g. '{\"lr\": [0.01, 0.001]}'")
     c.add_argument("--dataset-version")
     c.add_argument("--reason")
-    for name, fn, help in (("runs", cmd_runs, "List runs."), ("run", cmd_run, "Show one run with its timeline."),
-                           ("dead-letters", cmd_dead_letters, "List dead letters, newest first, with their reasons."),
-                           ("replay", cmd_replay, "Send a dead letter back to its service once the cause is fixed.")):
+    for name, fn, help in (
+        ("runs", cmd_runs, "List runs."),
+        ("run", cmd_run, "Show one run with its timeline."),
+        ("dead-letters", cmd_dead_letters, "List dead letters, newest first, with their reasons."),
+        ("replay", cmd_replay, "Send a dead letter back to its service once the cause is fixed."),
+    ):
         c = command(name, fn, help)
         c.add_argument("--api", help="status API URL (default: from <home>/endpoints.json)")
         if name == "runs":

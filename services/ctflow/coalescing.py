@@ -55,8 +55,14 @@ class _Slot(Generic[T, R]):
 class Coalescer(Generic[T, R]):
     """`submit(item)` returns what `write(batch)` answered for that item (`write` answers in batch order)."""
 
-    def __init__(self, write: Callable[[list[T]], Sequence[R]], *, max_batch: int = 64,
-                 idle_seconds: float = 5.0, linger_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        write: Callable[[list[T]], Sequence[R]],
+        *,
+        max_batch: int = 64,
+        idle_seconds: float = 5.0,
+        linger_seconds: float = 0.0,
+    ) -> None:
         if max_batch < 1:
             raise ValueError("a coalescer needs batches of at least one item")
         self._write = write

@@ -52,14 +52,17 @@ def decode_cloudevent(headers: Mapping[str, str], body: bytes) -> Event:
     """One CloudEvent in HTTP binary or structured mode (and nothing else)."""
     lower = {k.lower(): v for k, v in headers.items()}
     if not _is_cloudevent(lower):
-        raise MalformedRequest("request is not a CloudEvent: no ce-specversion header, "
-                               "and its content type is not application/cloudevents+json")
+        raise MalformedRequest(
+            "request is not a CloudEvent: no ce-specversion header, "
+            "and its content type is not application/cloudevents+json"
+        )
     return _from_cloudevent_http(lower, body)
 
 
 def _is_cloudevent(lower_headers: Mapping[str, str]) -> bool:
-    return f"{CE_PREFIX}specversion" in lower_headers or \
-        lower_headers.get("content-type", "").startswith("application/cloudevents+json")
+    return f"{CE_PREFIX}specversion" in lower_headers or lower_headers.get("content-type", "").startswith(
+        "application/cloudevents+json"
+    )
 
 
 def decode_push_envelope(envelope: Mapping[str, Any]) -> Event:
@@ -107,20 +110,23 @@ def to_pubsub(event: Event) -> tuple[bytes, dict[str, str]]:
     return json.dumps(event.data, separators=(",", ":")).encode(), attributes
 
 
-def push_envelope(data: bytes, attributes: Mapping[str, str], message_id: str, publish_time: str,
-                  subscription: str) -> bytes:
+def push_envelope(
+    data: bytes, attributes: Mapping[str, str], message_id: str, publish_time: str, subscription: str
+) -> bytes:
     """The JSON body Pub/Sub POSTs to a push endpoint."""
-    return json.dumps({
-        "message": {
-            "data": base64.b64encode(data).decode(),
-            "attributes": dict(attributes),
-            "messageId": message_id,
-            "message_id": message_id,
-            "publishTime": publish_time,
-            "publish_time": publish_time,
-        },
-        "subscription": subscription,
-    }).encode()
+    return json.dumps(
+        {
+            "message": {
+                "data": base64.b64encode(data).decode(),
+                "attributes": dict(attributes),
+                "messageId": message_id,
+                "message_id": message_id,
+                "publishTime": publish_time,
+                "publish_time": publish_time,
+            },
+            "subscription": subscription,
+        }
+    ).encode()
 
 
 def to_http_binary(event: Event) -> tuple[dict[str, str], bytes]:
@@ -143,7 +149,7 @@ def _from_cloudevent_http(headers: dict[str, str], body: bytes) -> Event:
 
 
 def _from_pubsub_binding(attributes: Mapping[str, str], data: bytes) -> Event:
-    attrs = {k[len(CE_PREFIX):]: v for k, v in attributes.items() if k.startswith(CE_PREFIX)}
+    attrs = {k[len(CE_PREFIX) :]: v for k, v in attributes.items() if k.startswith(CE_PREFIX)}
     missing = [a for a in ("type", "source", "id") if not attrs.get(a)]
     if missing:
         raise MalformedRequest(f"CloudEvent in Pub/Sub message lacks required attribute(s): {', '.join(missing)}")

@@ -22,6 +22,7 @@ class Strict(BaseModel):
 
 # ---- pipeline spec (deploy/pipelines/NAME.yaml) ------------------------------------------
 
+
 class DatasetSpec(Strict):
     prefix: str = Field(description="Bucket prefix under which dataset versions land, ending in '/'.")
     commit_marker: str = "_MANIFEST.json"
@@ -128,16 +129,19 @@ class PipelineSpec(Strict):
 
 # ---- hyperparameter message (Pub/Sub data) ---------------------------------------------
 
+
 class HyperparameterMessage(Strict):
     pipeline: Name
     hyperparameters: dict[str, Any] = {}
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
-        {}, description="Each key's list of values; the cartesian product becomes one run per point.")
+        {}, description="Each key's list of values; the cartesian product becomes one run per point."
+    )
     dataset_version: str | None = Field(None, max_length=256)
     reason: str | None = Field(None, max_length=1000)
 
 
 # ---- event payloads --------------------------------------------------------------------
+
 
 class DatasetFile(Strict):
     path: str

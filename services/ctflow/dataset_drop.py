@@ -32,5 +32,10 @@ def drop_folder(folder: Path, spec: PipelineSpec, blobs: BlobStore, version: str
     for path in paths:
         blobs.write_bytes(prefix + path.relative_to(folder).as_posix(), path.read_bytes())
     blobs.write_bytes(prefix + spec.dataset.commit_marker, raw)
-    return {"pipeline": spec.name, "version": str(version), "uri": blobs.uri(prefix),
-            "manifest_sha256": manifest.sha256, "files": json.dumps(len(paths))}
+    return {
+        "pipeline": spec.name,
+        "version": str(version),
+        "uri": blobs.uri(prefix),
+        "manifest_sha256": manifest.sha256,
+        "files": json.dumps(len(paths)),
+    }

@@ -32,8 +32,10 @@ def run_demo(settings: Settings, *, timeout: float = 300) -> int:
     with EmbeddedStack(settings) as stack:
         api = stack.urls["status-api"].rstrip("/")
         _say(f"stack up; state in {settings.home}; status API at {api}")
-        _say(f"this build runs the loop up to a run in state {'/'.join(GOAL_STATES)}: "
-             "serving (TorchServe canary rollout) is not built yet")
+        _say(
+            f"this build runs the loop up to a run in state {'/'.join(GOAL_STATES)}: "
+            "serving (TorchServe canary rollout) is not built yet"
+        )
         spec = stack.deps.pipelines.get("digits")  # type: ignore[union-attr]
         assert spec is not None, "the bundled digits pipeline is missing"
         with tempfile.TemporaryDirectory() as tmp:
@@ -44,15 +46,16 @@ def run_demo(settings: Settings, *, timeout: float = 300) -> int:
     if run is None:
         _say(f"no run reached {'/'.join(GOAL_STATES)} within {timeout:.0f}s")
         return 1
-    _say(f"run {run['run_id']} is {run['state']}"
-         + (f" ({run['reason']})" if run.get("reason") else ""))
+    _say(f"run {run['run_id']} is {run['state']}" + (f" ({run['reason']})" if run.get("reason") else ""))
     if run["state"] in FAILED_STATES:
         return 1
     challenger = (run.get("evaluation") or {}).get("challenger") or {}
     if run.get("model_version"):
         accuracy = f", holdout accuracy {challenger['accuracy']:.4f}" if "accuracy" in challenger else ""
-        _say(f"model {run['pipeline']} version {run['model_version']} is registered with alias challenger{accuracy}; "
-             f"MLflow: {settings.tracking_uri}")
+        _say(
+            f"model {run['pipeline']} version {run['model_version']} is registered with alias challenger{accuracy}; "
+            f"MLflow: {settings.tracking_uri}"
+        )
     _say(f"done. Inspect with: ctflow up --home {settings.home}  then  ctflow run {run['run_id']}")
     return 0
 
@@ -61,8 +64,11 @@ def _follow(api: str, version: str, timeout: float) -> dict | None:
     deadline, last = time.monotonic() + timeout, None
     with httpx.Client(timeout=10) as client:
         while time.monotonic() < deadline:
-            runs = [r for r in client.get(f"{api}/runs", params={"pipeline": "digits"}).json()
-                    if r["dataset_version"] == version]
+            runs = [
+                r
+                for r in client.get(f"{api}/runs", params={"pipeline": "digits"}).json()
+                if r["dataset_version"] == version
+            ]
             if runs:
                 run = client.get(f"{api}/runs/{runs[0]['run_id']}").json()
                 if run["state"] != last:

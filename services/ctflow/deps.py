@@ -28,6 +28,7 @@ AdapterFactory = Callable[["Dependencies"], Any]
 def _not_configured(what: str) -> AdapterFactory:
     def refuse(deps: Dependencies) -> Any:
         raise RuntimeError(f"no {what} is configured for this process")
+
     return refuse
 
 

@@ -43,9 +43,16 @@ def training_completed_id(run_id: str) -> str:
 
 
 CTFLOW_TYPES = (
-    DATASET_ARRIVED, TRAINING_REQUESTED, TRAINING_STARTED, TRAINING_COMPLETED,
-    MODEL_REGISTERED, MODEL_REJECTED, ROLLOUT_STARTED, ROLLOUT_ADVANCED,
-    ROLLOUT_PROMOTED, ROLLOUT_ROLLED_BACK,
+    DATASET_ARRIVED,
+    TRAINING_REQUESTED,
+    TRAINING_STARTED,
+    TRAINING_COMPLETED,
+    MODEL_REGISTERED,
+    MODEL_REJECTED,
+    ROLLOUT_STARTED,
+    ROLLOUT_ADVANCED,
+    ROLLOUT_PROMOTED,
+    ROLLOUT_ROLLED_BACK,
 )
 
 
@@ -94,8 +101,9 @@ def trace_id_of(traceparent: str | None) -> str | None:
     return parts[1] if len(parts) == 4 and len(parts[1]) == 32 else None
 
 
-def run_event(event_type: str, service: str, run_id: str, data: dict[str, Any], *,
-              event_id: str | None = None) -> Event:
+def run_event(
+    event_type: str, service: str, run_id: str, data: dict[str, Any], *, event_id: str | None = None
+) -> Event:
     """A ctflow event about one run: subject = run id, traceparent in the run's trace."""
     return Event(
         type=event_type,

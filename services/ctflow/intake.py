@@ -125,9 +125,11 @@ def prepared_by(prepare: Preparer) -> Callable[[Handler], Handler]:
     held while it reads; it may raise Rejected. The handler finds its result in `ctx.prepared`.
     A delivery the inbox already holds is answered as a duplicate without preparing.
     """
+
     def attach(handler: Handler) -> Handler:
         handler.prepare = prepare  # type: ignore[attr-defined]
         return handler
+
     return attach
 
 
@@ -142,9 +144,11 @@ def deduplicated_by(key: Callable[[Event], InboxKey | None]) -> Callable[[Handle
     duplicate whether the first was processed or dead-lettered. `key` returns None for an
     event that carries no such key; the event's own source and id are used then.
     """
+
     def attach(handler: Handler) -> Handler:
         handler.inbox_key = key  # type: ignore[attr-defined]
         return handler
+
     return attach
 
 
@@ -282,8 +286,9 @@ class Intake:
         self.deps = deps
         # One batch at a time, on PostgreSQL too: measured with 16 concurrent deliveries, four
         # concurrent batches halved throughput (smaller batches, more statements per event).
-        self._batches: Coalescer[_Delivery, Handled] = Coalescer(self._handle_batch, max_batch=MAX_BATCH,
-                                                                 linger_seconds=LINGER_SECONDS)
+        self._batches: Coalescer[_Delivery, Handled] = Coalescer(
+            self._handle_batch, max_batch=MAX_BATCH, linger_seconds=LINGER_SECONDS
+        )
 
     def receive(self, headers: Mapping[str, str], body: bytes, *, replay_of: str | None = None) -> Outcome:
         """Handle one delivery, blocking this thread until it is settled."""
@@ -317,8 +322,9 @@ class Intake:
         """Decode the request and find its handler (no I/O); a refusal says why it cannot be handled."""
         limit = self.deps.settings.max_request_bytes
         if len(body) > limit:
-            return _Refusal.unparsed(headers, body, f"request body is {len(body)} bytes, over the {limit}-byte limit",
-                                     replay_of)
+            return _Refusal.unparsed(
+                headers, body, f"request body is {len(body)} bytes, over the {limit}-byte limit", replay_of
+            )
         try:
             event = decode_request(headers, body)
         except MalformedRequest as exc:
@@ -361,8 +367,9 @@ class Intake:
         outcome, ctx = handled
         if ctx is not None:
             after_commit(ctx)
-        log.info("%s %s: %s", delivery.event.type, delivery.event.id, outcome.status,
-                 extra=logs.fields(**outcome.to_json()))
+        log.info(
+            "%s %s: %s", delivery.event.type, delivery.event.id, outcome.status, extra=logs.fields(**outcome.to_json())
+        )
         return outcome
 
     def _handle_batch(self, deliveries: list[_Delivery]) -> list[Handled]:
@@ -388,8 +395,10 @@ class Intake:
         """Claim every delivery's inbox key in one statement, then run the handler of each new one, in order."""
         letters = {place: self._reopen(tx, d.replay_of, *d.key) for place, d in enumerate(deliveries) if d.replay_of}
         new = inbox.claim_many(tx, self.service, [(*d.key, d.event.type) for d in deliveries])
-        return [self._handle(tx, delivery, letters.get(place)) if new[place] else (_duplicate(*delivery.key), None)
-                for place, delivery in enumerate(deliveries)]
+        return [
+            self._handle(tx, delivery, letters.get(place)) if new[place] else (_duplicate(*delivery.key), None)
+            for place, delivery in enumerate(deliveries)
+        ]
 
     def _handle(self, tx: Session, delivery: _Delivery, letter: Any) -> tuple[Outcome, HandlerContext | None]:
         """Run the handler of a claimed delivery; `letter` is the dead letter it replays, if any."""
@@ -440,8 +449,10 @@ class Intake:
         if attempts < limit:
             log.warning("attempt %d of %d at %s failed: %s", attempts, limit, delivery.event.id, described)
             raise error
-        return self._reject(delivery, f"handling failed {attempts} times in a row (the limit is {limit}); "
-                                      f"the last error was {described}")
+        return self._reject(
+            delivery,
+            f"handling failed {attempts} times in a row (the limit is {limit}); the last error was {described}",
+        )
 
     def _reject(self, routed: _Delivery | _Refusal, reason: str) -> Outcome:
         """Keep the request as a dead letter with the reason (a replay's letter gets the new reason)."""
@@ -455,9 +466,16 @@ class Intake:
             elif not inbox.claim(tx, self.service, source, event_id, event_type or "unknown", "rejected"):
                 return _duplicate(source, event_id)
             else:
-                letter_id = dead_letters.add(tx, consumer=self.service, source=event.source, event_id=event.id,
-                                             event_type=event_type, reason=reason,
-                                             request=stored_request(routed.headers, routed.body)).id
-        log.warning("dead-lettered %s from %s: %s", event.id, event.source, reason,
-                    extra=logs.fields(dead_letter_id=letter_id))
+                letter_id = dead_letters.add(
+                    tx,
+                    consumer=self.service,
+                    source=event.source,
+                    event_id=event.id,
+                    event_type=event_type,
+                    reason=reason,
+                    request=stored_request(routed.headers, routed.body),
+                ).id
+        log.warning(
+            "dead-lettered %s from %s: %s", event.id, event.source, reason, extra=logs.fields(dead_letter_id=letter_id)
+        )
         return Outcome("rejected", reason, dead_letter_id=letter_id)

@@ -36,8 +36,7 @@ class CloudLoggingFormatter(logging.Formatter):
         entry: dict[str, object] = {
             "severity": record.levelname if record.levelname != "WARN" else "WARNING",
             "message": record.getMessage(),
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "logger": record.name,
         }
         ctx = dict(_context.get({}))

@@ -143,15 +143,23 @@ class ModelRegistry:
         from mlflow.artifacts import download_artifacts
 
         try:
-            return Path(download_artifacts(artifact_uri=artifact_uri, dst_path=str(dest),
-                                           tracking_uri=self.tracking_uri))
+            return Path(
+                download_artifacts(artifact_uri=artifact_uri, dst_path=str(dest), tracking_uri=self.tracking_uri)
+            )
         except MlflowException as exc:
             if exc.error_code in _MISSING:
                 raise NotFound(f"no artifacts at {artifact_uri}") from None
             raise
 
-    def log_run(self, experiment: str, *, run_name: str, tags: dict[str, str], metrics: dict[str, float],
-                documents: dict[str, Any]) -> str:
+    def log_run(
+        self,
+        experiment: str,
+        *,
+        run_name: str,
+        tags: dict[str, str],
+        metrics: dict[str, float],
+        documents: dict[str, Any],
+    ) -> str:
         """Log one finished run (tags, metrics, JSON documents as artifacts); returns its id.
 
         Not retried as a whole: a failure marks the run FAILED and propagates, and the
@@ -188,8 +196,9 @@ class ModelRegistry:
         return self.by_alias(pipeline, CHAMPION)
 
     @_retry_transient
-    def register(self, pipeline: str, *, run_id: str, source: str, mlflow_run_id: str,
-                 tags: dict[str, str]) -> ModelVersionRef:
+    def register(
+        self, pipeline: str, *, run_id: str, source: str, mlflow_run_id: str, tags: dict[str, str]
+    ) -> ModelVersionRef:
         """The one model version of ctflow run `run_id`: found by its tag, else created with `tags`.
 
         The tags are written by the same call that creates the version, so a crash right
@@ -204,8 +213,9 @@ class ModelRegistry:
             return replace(found, tags={**found.tags, **stale})
         name = model_name(pipeline)
         try:
-            self.client.create_registered_model(name, tags={f"{TAG_PREFIX}pipeline": pipeline},
-                                                description=f"ctflow pipeline {pipeline}")
+            self.client.create_registered_model(
+                name, tags={f"{TAG_PREFIX}pipeline": pipeline}, description=f"ctflow pipeline {pipeline}"
+            )
         except MlflowException as exc:
             if exc.error_code != "RESOURCE_ALREADY_EXISTS":
                 raise
@@ -233,15 +243,16 @@ class ModelRegistry:
         if now == to_version:
             return
         if now != expected_current:
-            raise AliasMoved(f"alias {alias} of {model_name(pipeline)} points to version {now or '(none)'}, "
-                             f"not {expected_current or '(none)'} as expected; left unchanged")
+            raise AliasMoved(
+                f"alias {alias} of {model_name(pipeline)} points to version {now or '(none)'}, "
+                f"not {expected_current or '(none)'} as expected; left unchanged"
+            )
         self.client.set_registered_model_alias(model_name(pipeline), alias, to_version)
 
     def _find(self, pipeline: str, run_id: str) -> ModelVersionRef | None:
         if "'" in pipeline or "'" in run_id or "`" in run_id:
             raise ValueError(f"unsafe name in a registry search: {pipeline!r}, {run_id!r}")
-        found = self.client.search_model_versions(
-            f"name = '{model_name(pipeline)}' and tags.`{RUN_TAG}` = '{run_id}'")
+        found = self.client.search_model_versions(f"name = '{model_name(pipeline)}' and tags.`{RUN_TAG}` = '{run_id}'")
         if not found:
             return None
         if len(found) > 1:
@@ -250,5 +261,6 @@ class ModelRegistry:
 
 
 def _ref(mv: Any) -> ModelVersionRef:
-    return ModelVersionRef(name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id,
-                           tags=dict(mv.tags or {}))
+    return ModelVersionRef(
+        name=mv.name, version=str(mv.version), source=mv.source, run_id=mv.run_id, tags=dict(mv.tags or {})
+    )

@@ -66,9 +66,7 @@ def npz_bytes(**arrays: np.ndarray) -> bytes:
             info = zipfile.ZipInfo(f"{name}.npy", date_time=_ZIP_EPOCH)
             info.external_attr = 0o644 << 16
             with archive.open(info, "w") as entry:
-                np.lib.format.write_array(
-                    entry, np.ascontiguousarray(arrays[name]), allow_pickle=False
-                )
+                np.lib.format.write_array(entry, np.ascontiguousarray(arrays[name]), allow_pickle=False)
     return buffer.getvalue()
 
 

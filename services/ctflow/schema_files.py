@@ -12,8 +12,11 @@ def rendered() -> dict[str, str]:
     out = {}
     for name, model in DOCUMENTS.items():
         schema = model.model_json_schema(by_alias=True)
-        schema = {"$schema": "https://json-schema.org/draft/2020-12/schema",
-                  "$id": f"https://ctflow.dev/schemas/{name}.schema.json", **schema}
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"https://ctflow.dev/schemas/{name}.schema.json",
+            **schema,
+        }
         out[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=False) + "\n"
     return out
 

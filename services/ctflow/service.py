@@ -143,6 +143,7 @@ def create_service(
         return deps, intake
 
     if handlers is not None:
+
         async def receive(request: Request) -> JSONResponse:
             """Receive one CloudEvent (binary or structured) or Pub/Sub push message."""
             ready = await authorised(request)
@@ -151,8 +152,11 @@ def create_service(
             _, intake = ready
             body = await read_body(request)
             try:
-                outcome = await intake.receive_async(dict(request.headers), body,  # type: ignore[union-attr]
-                                                     replay_of=request.headers.get(REPLAY_HEADER))
+                outcome = await intake.receive_async(
+                    dict(request.headers),
+                    body,  # type: ignore[union-attr]
+                    replay_of=request.headers.get(REPLAY_HEADER),
+                )
             except Exception:
                 log.exception("transient failure handling a delivery; asking the sender to retry")
                 return JSONResponse({"status": "retry"}, status_code=503)

@@ -49,8 +49,9 @@ class Settings(BaseSettings):
 
     # Training and registry. Embedded: trainer processes, MLflow on SQLite in <home>.
     # default embedded: sqlite:///<home>/mlflow.db. MLflow's own variable is honoured too.
-    mlflow_tracking_uri: str | None = Field(None, validation_alias=AliasChoices(
-        "mlflow_tracking_uri", "CTFLOW_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"))
+    mlflow_tracking_uri: str | None = Field(
+        None, validation_alias=AliasChoices("mlflow_tracking_uri", "CTFLOW_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+    )
     trainer_python: str | None = None  # embedded trainer interpreter; default: this one
     # gcp: skaffold's built images ({"trainer": "REGION-docker.pkg.dev/...@sha256:..."}).
     images: dict[str, str] = Field(default_factory=dict)
@@ -72,7 +73,12 @@ class Settings(BaseSettings):
 
     # What a gcp-mode service must be told (allowed_invokers: the identities allowed to call it).
     _gcp_requires: ClassVar[tuple[str, ...]] = (
-        "gcp_project", "bucket", "database_url", "oidc_audience", "allowed_invokers")
+        "gcp_project",
+        "bucket",
+        "database_url",
+        "oidc_audience",
+        "allowed_invokers",
+    )
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> Settings:

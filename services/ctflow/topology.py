@@ -47,8 +47,12 @@ SUBSCRIPTIONS = (
     Subscription("dataset-listener-gcs", STORAGE_TOPIC, DATASET_LISTENER, delivery="cloudevent"),
     Subscription("hparam-consumer-push", HPARAMS_TOPIC, HPARAM_CONSUMER),
     # The job-launcher also hears completions: a finished job frees a slot for a queued run.
-    Subscription("job-launcher-push", EVENTS_TOPIC, JOB_LAUNCHER, frozenset({
-        events.DATASET_ARRIVED, events.TRAINING_REQUESTED, events.TRAINING_COMPLETED})),
+    Subscription(
+        "job-launcher-push",
+        EVENTS_TOPIC,
+        JOB_LAUNCHER,
+        frozenset({events.DATASET_ARRIVED, events.TRAINING_REQUESTED, events.TRAINING_COMPLETED}),
+    ),
     Subscription("completion-handler-push", EVENTS_TOPIC, COMPLETION_HANDLER, frozenset({events.TRAINING_COMPLETED})),
     # The deployer (model.registered) subscribes here as its handlers land.
 )

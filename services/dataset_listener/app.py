@@ -7,8 +7,9 @@ RECONCILERS = CORE_RECONCILERS
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
-    return create_service(DATASET_LISTENER, "dataset_listener.handlers:HANDLERS", reconcilers=RECONCILERS,
-                          deps_factory=deps_factory)
+    return create_service(
+        DATASET_LISTENER, "dataset_listener.handlers:HANDLERS", reconcilers=RECONCILERS, deps_factory=deps_factory
+    )
 
 
 app = create_app()

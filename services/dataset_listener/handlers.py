@@ -49,18 +49,21 @@ def verify_drop(deps: Dependencies, event: Event) -> VerifiedDrop | Outcome:
         prefixes = ", ".join(s.dataset.prefix for s in deps.pipelines.all().values()) or "none"
         raise Rejected(f"no pipeline's dataset prefix holds {name!r} (known prefixes: {prefixes})")
     prefix = spec.dataset.prefix
-    parts = name[len(prefix):].split("/")
+    parts = name[len(prefix) :].split("/")
     if len(parts) != 2 or not _VERSION.match(parts[0]):
-        raise Rejected(f"commit marker {name!r} must sit directly in {prefix}<version>/ "
-                       "with a version of letters, digits, '.', '_' or '-'")
+        raise Rejected(
+            f"commit marker {name!r} must sit directly in {prefix}<version>/ "
+            "with a version of letters, digits, '.', '_' or '-'"
+        )
     version, folder = parts[0], f"{prefix}{parts[0]}/"
     blobs = deps.blobs
     try:
         raw = blobs.read_bytes(name, max_bytes=1024 * 1024)
         manifest = parse_manifest(raw, max_files=spec.dataset.max_files)
         if manifest.total_bytes > spec.dataset.max_bytes:
-            raise ManifestError(f"dataset is {manifest.total_bytes} bytes, over the pipeline's "
-                                f"limit of {spec.dataset.max_bytes}")
+            raise ManifestError(
+                f"dataset is {manifest.total_bytes} bytes, over the pipeline's limit of {spec.dataset.max_bytes}"
+            )
         verify_files(manifest, lambda path: blobs.open(folder + path))
     except FileNotFoundError:
         raise Rejected(f"commit marker {name!r} no longer exists in bucket {obj['bucket']}") from None
@@ -77,20 +80,42 @@ def on_object_finalized(ctx: HandlerContext) -> Outcome:
     spec, obj, version, manifest, name = drop.spec, drop.obj, drop.version, drop.manifest, drop.obj["name"]
     run_id = runs.run_id_for(spec.name, "dataset", obj["bucket"], name, obj["generation"])
     recorded = datasets.record(
-        ctx.tx, pipeline=spec.name, version=version, bucket=obj["bucket"], object_name=name,
-        generation=obj["generation"], uri=drop.uri, manifest_sha256=manifest.sha256,
-        files=manifest.to_json(), total_bytes=manifest.total_bytes, run_id=run_id,
+        ctx.tx,
+        pipeline=spec.name,
+        version=version,
+        bucket=obj["bucket"],
+        object_name=name,
+        generation=obj["generation"],
+        uri=drop.uri,
+        manifest_sha256=manifest.sha256,
+        files=manifest.to_json(),
+        total_bytes=manifest.total_bytes,
+        run_id=run_id,
     )
     if recorded is None:
         return Outcome("duplicate", f"generation {obj['generation']} of {name!r} was already recorded")
     dataset = datasets.as_ref(recorded)
     trigger = {"kind": "dataset", "event_id": ctx.event.id, "source": ctx.event.source, "object": name}
-    runs.create(ctx.tx, run_id=run_id, pipeline=spec.name, trigger=trigger, hyperparameters={},
-                service=DATASET_LISTENER, dataset_version=version, dataset=dataset)
+    runs.create(
+        ctx.tx,
+        run_id=run_id,
+        pipeline=spec.name,
+        trigger=trigger,
+        hyperparameters={},
+        service=DATASET_LISTENER,
+        dataset_version=version,
+        dataset=dataset,
+    )
     runs.note_event(ctx.tx, run_id, "received", ctx.event, DATASET_LISTENER)
     ctx.touched(run_id)
-    ctx.emit(events.run_event(events.DATASET_ARRIVED, DATASET_LISTENER, run_id,
-                              {"run_id": run_id, "pipeline": spec.name, "dataset": dataset}))
+    ctx.emit(
+        events.run_event(
+            events.DATASET_ARRIVED,
+            DATASET_LISTENER,
+            run_id,
+            {"run_id": run_id, "pipeline": spec.name, "dataset": dataset},
+        )
+    )
     return Outcome("processed", f"dataset {spec.name}/{version} arrived")
 
 

@@ -67,18 +67,42 @@ def on_message_published(ctx: HandlerContext) -> Outcome:
         wanted = f"dataset version {message.dataset_version!r}" if message.dataset_version else "no dataset version"
         raise Rejected(f"{wanted} of pipeline {spec.name} has arrived; drop one first")
     dataset_ref = datasets.as_ref(dataset)
-    trigger = {"kind": attributes.get("ctflow-trigger", "message"), "message_id": message_id,
-               "event_id": ctx.event.id, "source": ctx.event.source, "reason": message.reason}
+    trigger = {
+        "kind": attributes.get("ctflow-trigger", "message"),
+        "message_id": message_id,
+        "event_id": ctx.event.id,
+        "source": ctx.event.source,
+        "reason": message.reason,
+    }
     for index, hyperparameters in enumerate(requests):
         run_id = runs.run_id_for(spec.name, "hparams", message_id, str(index))
-        runs.create(ctx.tx, run_id=run_id, pipeline=spec.name, trigger=trigger, hyperparameters=hyperparameters,
-                    service=HPARAM_CONSUMER, dataset_version=dataset.version, dataset=dataset_ref)
+        runs.create(
+            ctx.tx,
+            run_id=run_id,
+            pipeline=spec.name,
+            trigger=trigger,
+            hyperparameters=hyperparameters,
+            service=HPARAM_CONSUMER,
+            dataset_version=dataset.version,
+            dataset=dataset_ref,
+        )
         runs.note_event(ctx.tx, run_id, "received", ctx.event, HPARAM_CONSUMER)
         ctx.touched(run_id)
-        ctx.emit(events.run_event(events.TRAINING_REQUESTED, HPARAM_CONSUMER, run_id, {
-            "run_id": run_id, "pipeline": spec.name, "hyperparameters": hyperparameters, "dataset": dataset_ref,
-            "sweep_point": index if message.sweep else None, "reason": message.reason,
-        }))
+        ctx.emit(
+            events.run_event(
+                events.TRAINING_REQUESTED,
+                HPARAM_CONSUMER,
+                run_id,
+                {
+                    "run_id": run_id,
+                    "pipeline": spec.name,
+                    "hyperparameters": hyperparameters,
+                    "dataset": dataset_ref,
+                    "sweep_point": index if message.sweep else None,
+                    "reason": message.reason,
+                },
+            )
+        )
     return Outcome("processed", f"{len(requests)} training request(s) for {spec.name}")
 
 

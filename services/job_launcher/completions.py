@@ -45,10 +45,18 @@ def reported_completion(blobs: BlobStore, model_dir: str | None, run_id: str) ->
 
 def failed_completion(run_id: str, pipeline: str, job: dict[str, Any]) -> Event:
     error = job.get("error") or f"the training job ended ({job.get('state')}) without a readable report"
-    data = {"run_id": run_id, "pipeline": pipeline, "status": "failed", "error": error, "metrics": {},
-            "job_id": job.get("job_id"), "model_dir": job.get("model_dir")}
-    return events.run_event(events.TRAINING_COMPLETED, JOB_LAUNCHER, run_id, data,
-                            event_id=events.training_completed_id(run_id))
+    data = {
+        "run_id": run_id,
+        "pipeline": pipeline,
+        "status": "failed",
+        "error": error,
+        "metrics": {},
+        "job_id": job.get("job_id"),
+        "model_dir": job.get("model_dir"),
+    }
+    return events.run_event(
+        events.TRAINING_COMPLETED, JOB_LAUNCHER, run_id, data, event_id=events.training_completed_id(run_id)
+    )
 
 
 def _read(blobs: BlobStore, uri: str) -> bytes | None:

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from ctflow.ledger.tables import Run
 
 
-
 def on_training_requested(ctx: HandlerContext) -> Outcome:
     request: TrainingRequested = ctx.payload  # type: ignore[assignment]
     return _launch_or_queue(ctx, request.run_id, request.pipeline)
@@ -47,8 +46,15 @@ def on_training_completed(ctx: HandlerContext) -> Outcome:
     run = _run(ctx, done.run_id, done.pipeline)
     job = jobs.job_of(run)
     if "completion" not in job:
-        ended = {} if jobs.ended(job) else {"state": "succeeded" if done.status == "succeeded" else "failed",
-                                            "ended_at": jobs.now(), "error": done.error}
+        ended = (
+            {}
+            if jobs.ended(job)
+            else {
+                "state": "succeeded" if done.status == "succeeded" else "failed",
+                "ended_at": jobs.now(),
+                "error": done.error,
+            }
+        )
         jobs.update_job(run, **ended, completion={"event_id": ctx.event.id, "source": ctx.event.source})
     spec = ctx.deps.pipelines.get(run.pipeline)
     started = slots.start_waiting(ctx, spec) if spec is not None else []
@@ -79,8 +85,10 @@ def _run(ctx: HandlerContext, run_id: str, pipeline: str) -> Run:
     if run is None:
         raise Rejected(f"{ctx.event.type} names run {run_id!r}, which does not exist in the ledger")
     if run.pipeline != pipeline:
-        raise Rejected(f"{ctx.event.type} says run {run_id} belongs to pipeline {pipeline!r}, "
-                       f"but the run belongs to {run.pipeline!r}")
+        raise Rejected(
+            f"{ctx.event.type} says run {run_id} belongs to pipeline {pipeline!r}, "
+            f"but the run belongs to {run.pipeline!r}"
+        )
     runs.note_event(ctx.tx, run.id, "received", ctx.event, JOB_LAUNCHER)
     ctx.touched(run.id)
     return run

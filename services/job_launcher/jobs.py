@@ -46,8 +46,14 @@ def holds_slot(run: Run) -> bool:
 
 def status_fields(status: JobStatus, backend: TrainingBackend) -> dict[str, Any]:
     """What a backend's JobStatus adds to the job record."""
-    fields: dict[str, Any] = {"backend": backend.name, "job_id": status.job_id, "state": status.state,
-                              "output_uri": status.output_uri, "model_dir": status.model_dir, "error": status.error}
+    fields: dict[str, Any] = {
+        "backend": backend.name,
+        "job_id": status.job_id,
+        "state": status.state,
+        "output_uri": status.output_uri,
+        "model_dir": status.model_dir,
+        "error": status.error,
+    }
     if status.logs:
         fields["logs"] = status.logs
     if status.ended:

@@ -86,8 +86,15 @@ def _take_lease(deps: Dependencies, run_id: str) -> Lease | None:
         token = uuid.uuid4().hex
         jobs.update_job(run, lease=token, lease_until=jobs.iso(datetime.now(UTC) + LEASE))
         retrain = run.trigger.get("kind") == "dataset" and not run.hyperparameters
-        return Lease(token, run.id, run.pipeline, dict(run.hyperparameters), (run.dataset or {}).get("uri"),
-                     run.trigger.get("event_id"), retrain)
+        return Lease(
+            token,
+            run.id,
+            run.pipeline,
+            dict(run.hyperparameters),
+            (run.dataset or {}).get("uri"),
+            run.trigger.get("event_id"),
+            retrain,
+        )
 
 
 def _with_hyperparameters(deps: Dependencies, lease: Lease) -> Lease:
@@ -115,9 +122,15 @@ def _start(deps: Dependencies, lease: Lease) -> JobStatus:
     if not lease.dataset_uri:
         raise LookupError(f"run {lease.run_id} has no dataset version to train on")
     deps.registry.ensure_experiment(lease.pipeline)  # embedded: artifacts land under <home>/mlartifacts
-    env = trainer_environment(deps.settings, run_id=lease.run_id, pipeline=lease.pipeline,
-                              dataset_uri=lease.dataset_uri, hyperparameters=lease.hyperparameters,
-                              trigger_event_id=lease.trigger_event_id, image=spec.training.image)
+    env = trainer_environment(
+        deps.settings,
+        run_id=lease.run_id,
+        pipeline=lease.pipeline,
+        dataset_uri=lease.dataset_uri,
+        hyperparameters=lease.hyperparameters,
+        trigger_event_id=lease.trigger_event_id,
+        image=spec.training.image,
+    )
     labels = {RUN_LABEL: lease.run_id, PIPELINE_LABEL: lease.pipeline}
     return deps.training.launch(JobRequest(lease.run_id, lease.pipeline, spec.training, env, labels))
 
@@ -127,11 +140,23 @@ def _record(deps: Dependencies, run_id: str, status: JobStatus) -> bool:
         run = runs.get(ctx.tx, run_id, for_update=True)
         if run is None or "job_id" in jobs.job_of(run):
             return False
-        jobs.update_job(run, **jobs.status_fields(status, deps.training), launched_at=jobs.now(),
-                        lease=None, lease_until=None)
-        ctx.emit(events.run_event(events.TRAINING_STARTED, JOB_LAUNCHER, run_id, {
-            "run_id": run_id, "pipeline": run.pipeline, "job_id": status.job_id, "backend": deps.training.name,
-        }, event_id=f"training-started-{run_id}"))
+        jobs.update_job(
+            run, **jobs.status_fields(status, deps.training), launched_at=jobs.now(), lease=None, lease_until=None
+        )
+        ctx.emit(
+            events.run_event(
+                events.TRAINING_STARTED,
+                JOB_LAUNCHER,
+                run_id,
+                {
+                    "run_id": run_id,
+                    "pipeline": run.pipeline,
+                    "job_id": status.job_id,
+                    "backend": deps.training.name,
+                },
+                event_id=f"training-started-{run_id}",
+            )
+        )
     log.info("run %s: job %s is %s", run_id, status.job_id, status.state)
     return True
 
@@ -146,10 +171,24 @@ def _give_back(deps: Dependencies, lease: Lease, exc: Exception) -> None:
         attempts = job.get("launch_attempts", 0) + 1
         error = f"could not launch the training job: {type(exc).__name__}: {exc}"
         if isinstance(exc, JobRefused):  # the same request cannot succeed later: no retries
-            jobs.update_job(run, state="failed", error=error, ended_at=jobs.now(), launch_attempts=attempts,
-                            lease=None, lease_until=None)
+            jobs.update_job(
+                run,
+                state="failed",
+                error=error,
+                ended_at=jobs.now(),
+                launch_attempts=attempts,
+                lease=None,
+                lease_until=None,
+            )
         elif attempts >= MAX_LAUNCH_ATTEMPTS:
-            jobs.update_job(run, state="failed", error=f"{error} (gave up after {attempts} attempts)",
-                            ended_at=jobs.now(), launch_attempts=attempts, lease=None, lease_until=None)
+            jobs.update_job(
+                run,
+                state="failed",
+                error=f"{error} (gave up after {attempts} attempts)",
+                ended_at=jobs.now(),
+                launch_attempts=attempts,
+                lease=None,
+                lease_until=None,
+            )
         else:
             jobs.update_job(run, error=error, launch_attempts=attempts, lease=None, lease_until=None)

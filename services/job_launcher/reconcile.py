@@ -45,8 +45,9 @@ def reconcile_jobs(deps: Dependencies) -> dict[str, int]:
         found.update((run.id, run) for run in tx.scalars(select(Run).where(Run.job["state"].as_string().in_(ACTIVE))))
         watched = [(run.id, run.pipeline, run.state, jobs.job_of(run)) for run in found.values()]
         waiting = list(tx.scalars(select(Run.pipeline).where(Run.state == states.QUEUED).distinct()))
-    launching = [run_id for run_id, _, state, job in watched
-                 if state == states.TRAINING and job.get("state") == jobs.LAUNCHING]
+    launching = [
+        run_id for run_id, _, state, job in watched if state == states.TRAINING and job.get("state") == jobs.LAUNCHING
+    ]
     report = {"jobs_launched": launch_all(deps, launching) if launching else 0, "completions_emitted": 0}
     for run_id, pipeline, state, job in watched:
         if job.get("state") != jobs.LAUNCHING:
@@ -82,8 +83,9 @@ def _watch(deps: Dependencies, run_id: str, pipeline: str, state: str, job: dict
             return False
         ctx.emit(event)
         jobs.update_job(run, completion={"event_id": event.id, "source": event.source, "emitted_by": "reconcile"})
-    log.warning("run %s: its job ended without a delivered report; emitted %s (%s)", run_id, event.id,
-                event.data["status"])
+    log.warning(
+        "run %s: its job ended without a delivered report; emitted %s (%s)", run_id, event.id, event.data["status"]
+    )
     return True
 
 
@@ -91,8 +93,12 @@ def _refresh(deps: Dependencies, run_id: str, job: dict[str, Any]) -> dict[str, 
     try:
         status = deps.training.status(job["job_id"])
     except KeyError:
-        status = JobStatus(job["job_id"], "failed", job.get("output_uri", ""),
-                           f"the {job.get('backend')} backend has no record of job {job['job_id']}")
+        status = JobStatus(
+            job["job_id"],
+            "failed",
+            job.get("output_uri", ""),
+            f"the {job.get('backend')} backend has no record of job {job['job_id']}",
+        )
     fields = jobs.status_fields(status, deps.training)
     if all(job.get(k) == v for k, v in fields.items()):
         return job

@@ -22,6 +22,7 @@ def retrain_hyperparameters(deps: Dependencies, spec: PipelineSpec) -> tuple[dic
     merged = {**defaults, **champion.hyperparameters}
     problems = deps.pipelines.validator(spec).problems(merged)
     if problems:
-        return defaults, (f"spec defaults (champion v{champion.version}'s hyperparameters break the schema: "
-                          f"{'; '.join(problems)})")
+        return defaults, (
+            f"spec defaults (champion v{champion.version}'s hyperparameters break the schema: {'; '.join(problems)})"
+        )
     return merged, f"champion v{champion.version}"

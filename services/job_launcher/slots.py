@@ -75,8 +75,13 @@ def busy_slots(tx: Session, pipeline: str) -> int:
 def _queued(tx: Session, pipeline: str, limit: int | None = None) -> list[Run]:
     if limit == 0:
         return []
-    query = (select(Run).where(Run.pipeline == pipeline, Run.state == states.QUEUED)
-             .order_by(Run.created_at, Run.id).limit(limit).with_for_update())
+    query = (
+        select(Run)
+        .where(Run.pipeline == pipeline, Run.state == states.QUEUED)
+        .order_by(Run.created_at, Run.id)
+        .limit(limit)
+        .with_for_update()
+    )
     return list(tx.scalars(query))
 
 
@@ -94,7 +99,9 @@ def _coalesce(ctx: HandlerContext, run: Run, detail: dict[str, Any]) -> None:
 
 
 def _supersede(ctx: HandlerContext, run: Run, newer: Run) -> None:
-    reason = (f"superseded by run {newer.id}: dataset version {newer.dataset_version} arrived later "
-              f"and {run.pipeline} trains only the newest waiting version")
+    reason = (
+        f"superseded by run {newer.id}: dataset version {newer.dataset_version} arrived later "
+        f"and {run.pipeline} trains only the newest waiting version"
+    )
     runs.transition(ctx.tx, run, states.SUPERSEDED, JOB_LAUNCHER, reason=reason)
     ctx.touched(run.id)

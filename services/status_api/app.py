@@ -9,8 +9,9 @@ RECONCILERS = ()
 
 
 def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
-    return create_service(STATUS_API, routers=[runs.router, dead_letters.router], reconcilers=RECONCILERS,
-                          deps_factory=deps_factory)
+    return create_service(
+        STATUS_API, routers=[runs.router, dead_letters.router], reconcilers=RECONCILERS, deps_factory=deps_factory
+    )
 
 
 app = create_app()

@@ -20,15 +20,22 @@ router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 
 
 @router.get("")
-async def list_dead_letters(deps: DepsDep, status: Literal["open", "replayed"] | None = None,
-                            consumer: str | None = None,
-                            limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+async def list_dead_letters(
+    deps: DepsDep,
+    status: Literal["open", "replayed"] | None = None,
+    consumer: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict]:
     """Dead letters, newest first, with the reason each was rejected."""
     from ctflow.ledger import dead_letters
 
-    return await read_ledger(deps, lambda session: [
-        dead_letter(d, with_request=False)
-        for d in dead_letters.listing(session, consumer=consumer, status=status, limit=limit)])
+    return await read_ledger(
+        deps,
+        lambda session: [
+            dead_letter(d, with_request=False)
+            for d in dead_letters.listing(session, consumer=consumer, status=status, limit=limit)
+        ],
+    )
 
 
 @router.get("/{letter_id}")

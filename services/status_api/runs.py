@@ -16,13 +16,19 @@ RunState = Literal[states.ALL]  # type: ignore[valid-type]
 
 
 @router.get("")
-async def list_runs(deps: DepsDep, pipeline: str | None = None, state: RunState | None = None,
-                    limit: Annotated[int, Query(ge=1, le=1000)] = 100) -> list[dict]:
+async def list_runs(
+    deps: DepsDep,
+    pipeline: str | None = None,
+    state: RunState | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[dict]:
     """Runs, newest first, optionally filtered by pipeline and state."""
     from ctflow.ledger import runs
 
-    return await read_ledger(deps, lambda session: [
-        run_summary(r) for r in runs.listing(session, pipeline=pipeline, state=state, limit=limit)])
+    return await read_ledger(
+        deps,
+        lambda session: [run_summary(r) for r in runs.listing(session, pipeline=pipeline, state=state, limit=limit)],
+    )
 
 
 @router.get("/{run_id}")

@@ -10,21 +10,38 @@ if TYPE_CHECKING:
 
 def run_summary(run: Run) -> dict[str, Any]:
     return {
-        "run_id": run.id, "pipeline": run.pipeline, "state": run.state, "reason": run.reason,
-        "trigger": run.trigger, "dataset_version": run.dataset_version,
-        "model_version": run.model_version, "created_at": run.created_at, "updated_at": run.updated_at,
+        "run_id": run.id,
+        "pipeline": run.pipeline,
+        "state": run.state,
+        "reason": run.reason,
+        "trigger": run.trigger,
+        "dataset_version": run.dataset_version,
+        "model_version": run.model_version,
+        "created_at": run.created_at,
+        "updated_at": run.updated_at,
     }
 
 
 def run_detail(run: Run, timeline: list[TimelineEntry]) -> dict[str, Any]:
     return {
         **run_summary(run),
-        "dataset": run.dataset, "hyperparameters": run.hyperparameters, "trace_id": run.trace_id,
-        "job": run.job, "mlflow_run_id": run.mlflow_run_id, "metrics": run.metrics,
-        "evaluation": run.evaluation, "rollout_id": run.rollout_id,
+        "dataset": run.dataset,
+        "hyperparameters": run.hyperparameters,
+        "trace_id": run.trace_id,
+        "job": run.job,
+        "mlflow_run_id": run.mlflow_run_id,
+        "metrics": run.metrics,
+        "evaluation": run.evaluation,
+        "rollout_id": run.rollout_id,
         "timeline": [
-            {"at": t.at, "kind": t.kind, "name": t.name, "service": t.service, "event_id": t.event_id,
-             "detail": t.detail}
+            {
+                "at": t.at,
+                "kind": t.kind,
+                "name": t.name,
+                "service": t.service,
+                "event_id": t.event_id,
+                "detail": t.detail,
+            }
             for t in timeline
         ],
     }
@@ -32,9 +49,16 @@ def run_detail(run: Run, timeline: list[TimelineEntry]) -> dict[str, Any]:
 
 def dead_letter(letter: DeadLetter, *, with_request: bool) -> dict[str, Any]:
     view = {
-        "id": letter.id, "consumer": letter.consumer, "status": letter.status, "reason": letter.reason,
-        "event_source": letter.source, "event_id": letter.event_id, "event_type": letter.event_type,
-        "replays": letter.replays, "created_at": letter.created_at, "updated_at": letter.updated_at,
+        "id": letter.id,
+        "consumer": letter.consumer,
+        "status": letter.status,
+        "reason": letter.reason,
+        "event_source": letter.source,
+        "event_id": letter.event_id,
+        "event_type": letter.event_type,
+        "replays": letter.replays,
+        "created_at": letter.created_at,
+        "updated_at": letter.updated_at,
     }
     if with_request:
         view["request"] = letter.request

@@ -33,9 +33,14 @@ def main(rounds: int = ROUNDS) -> list[dict]:
                 proc, seconds, _ = start_service(target, env)
                 sink.append(seconds)
                 stop(proc)
-        result = {"benchmark": "cold_start", "service": service, "median_s": round(statistics.median(ours), 3),
-                  "bare_fastapi_median_s": round(statistics.median(bare), 3),
-                  "ratio": round(statistics.median(ours) / statistics.median(bare), 2), "goal": "<= 1.5"}
+        result = {
+            "benchmark": "cold_start",
+            "service": service,
+            "median_s": round(statistics.median(ours), 3),
+            "bare_fastapi_median_s": round(statistics.median(bare), 3),
+            "ratio": round(statistics.median(ours) / statistics.median(bare), 2),
+            "goal": "<= 1.5",
+        }
         print(json.dumps(result), flush=True)
         results.append(result)
     return results

@@ -67,18 +67,26 @@ def measure(name: str, proc, port: int, requests: list[tuple[dict, bytes]], **ex
     assert not load["failures"], load["failures"][:3]
     latencies = sorted(load["latencies"])
     n = len(latencies)
-    result = {"benchmark": name, **extra, "events": n, "events_per_s": round(n / load["elapsed"]),
-              "p50_ms": round(statistics.median(latencies) * 1000, 2),
-              "p99_ms": round(latencies[int(n * 0.99) - 1] * 1000, 2), "concurrency": CONCURRENCY,
-              "server_cpu_us_per_event": round(server_cpu / n * 1e6),
-              "client_cpu_us_per_event": round(load["client_cpu_s"] / n * 1e6)}
+    result = {
+        "benchmark": name,
+        **extra,
+        "events": n,
+        "events_per_s": round(n / load["elapsed"]),
+        "p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "p99_ms": round(latencies[int(n * 0.99) - 1] * 1000, 2),
+        "concurrency": CONCURRENCY,
+        "server_cpu_us_per_event": round(server_cpu / n * 1e6),
+        "client_cpu_us_per_event": round(load["client_cpu_s"] / n * 1e6),
+    }
     return result
 
 
 def event_mix(events: int) -> list[tuple[dict, bytes]]:
     """Distinct hyperparameter messages, then a fifth of them delivered again (duplicates)."""
-    unique = [push_request({"pipeline": "digits", "hyperparameters": {"lr": 0.01}}, f"m-{uuid.uuid4().hex}")
-              for _ in range(events)]
+    unique = [
+        push_request({"pipeline": "digits", "hyperparameters": {"lr": 0.01}}, f"m-{uuid.uuid4().hex}")
+        for _ in range(events)
+    ]
     return unique + unique[: events // 5]
 
 
@@ -116,14 +124,24 @@ def main(events: int = 3000) -> list[dict]:
     with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
-        results = [run("sqlite", f"sqlite:///{tempfile.mkdtemp()}/ledger.db", events),
-                   run("postgresql", f"postgresql://postgres@127.0.0.1:5432/{name}", events),
-                   ceiling(events)]
+        results = [
+            run("sqlite", f"sqlite:///{tempfile.mkdtemp()}/ledger.db", events),
+            run("postgresql", f"postgresql://postgres@127.0.0.1:5432/{name}", events),
+            ceiling(events),
+        ]
         bare = results[-1]["events_per_s"]
         for result in results[:-1]:  # this machine's speed varies: the ratio to the ceiling, measured alongside
-            print(json.dumps({"benchmark": "hparam_consumer_events_vs_bare_fastapi", "ledger": result["ledger"],
-                              "ratio": round(result["events_per_s"] / bare, 3),
-                              "goal_ratio": round(1000 / bare, 3)}), flush=True)
+            print(
+                json.dumps(
+                    {
+                        "benchmark": "hparam_consumer_events_vs_bare_fastapi",
+                        "ledger": result["ledger"],
+                        "ratio": round(result["events_per_s"] / bare, 3),
+                        "goal_ratio": round(1000 / bare, 3),
+                    }
+                ),
+                flush=True,
+            )
         return results
     finally:
         with psycopg.connect("host=127.0.0.1 user=postgres dbname=postgres", autocommit=True) as conn:

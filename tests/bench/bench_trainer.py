@@ -70,9 +70,7 @@ def bare_loop(hp, x_train, y_train, x_val, y_val, num_classes, *, metrics: bool 
     xv, yv = torch.from_numpy(x_val), torch.from_numpy(y_val)
     started = Clocks.now()
     for epoch in range(1, hp.epochs + 1):
-        order = torch.randperm(
-            len(y), generator=torch.Generator().manual_seed(hp.seed * 1_000_003 + epoch)
-        )
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(hp.seed * 1_000_003 + epoch))
         xs, ys = x[order], y[order]
         model.train()
         loss_sum, correct = torch.zeros(()), torch.zeros((), dtype=torch.long)
@@ -108,9 +106,7 @@ class _CountingCheckpointer:
         return written
 
 
-def trainer_loop(
-    hp, split, num_classes, dataset, tracking_uri: str, workdir: Path, log
-) -> tuple[Clocks, Clocks, int]:  # type: ignore[no-untyped-def]
+def trainer_loop(hp, split, num_classes, dataset, tracking_uri: str, workdir: Path, log) -> tuple[Clocks, Clocks, int]:  # type: ignore[no-untyped-def]
     """The real trainer's loop with its real per-epoch callback.
 
     Returns (seconds until the loop and its final metric hand-off end, seconds until MLflow
@@ -138,9 +134,7 @@ def trainer_loop(
         }
     )
     trainer = Trainer(hp, *split, num_classes=num_classes, device=torch.device("cpu"))
-    checkpointer = _CountingCheckpointer(
-        Checkpointer(str(workdir / "ckpt" / run_id), {"run_id": run_id})
-    )
+    checkpointer = _CountingCheckpointer(Checkpointer(str(workdir / "ckpt" / run_id), {"run_id": run_id}))
     tracker = Tracker(cfg)
     tracker.start(None, dataset)
     callback = epoch_callback(tracker, checkpointer, Outcome(run_id, "digits", None, None), log)
@@ -172,9 +166,7 @@ def main(rounds: int = ROUNDS) -> dict:
     configure_torch(hp, {}, dataset.x.shape[1:])
     parts = split(dataset, hp.seed)
     tracking_uri = f"sqlite:///{workdir / 'mlflow.db'}"
-    MlflowClient(tracking_uri).create_experiment(
-        "digits", artifact_location=str(workdir / "artifacts")
-    )
+    MlflowClient(tracking_uri).create_experiment("digits", artifact_location=str(workdir / "artifacts"))
     # `make bench` runs the other benchmarks in this process first; their handlers on the root
     # logger would print every epoch line and add their cost. A job has only the trainer's own.
     logging.getLogger().handlers.clear()
@@ -185,9 +177,7 @@ def main(rounds: int = ROUNDS) -> dict:
             return bare_loop(hp, *parts, dataset.num_classes)
         if kind == "minimal":
             return bare_loop(hp, *parts, dataset.num_classes, metrics=False)
-        spent, stored, written = trainer_loop(
-            hp, parts, dataset.num_classes, dataset, tracking_uri, workdir, log
-        )
+        spent, stored, written = trainer_loop(hp, parts, dataset.num_classes, dataset, tracking_uri, workdir, log)
         checkpoints.append(written)
         until_stored.append(stored)
         return spent
@@ -200,9 +190,7 @@ def main(rounds: int = ROUNDS) -> dict:
     until_stored.clear()
     times: dict[str, list[Clocks]] = {"bare": [], "trainer": [], "minimal": []}
     for round_no in range(rounds):
-        order = (
-            ("bare", "trainer", "minimal") if round_no % 2 == 0 else ("minimal", "trainer", "bare")
-        )
+        order = ("bare", "trainer", "minimal") if round_no % 2 == 0 else ("minimal", "trainer", "bare")
         for kind in order:
             times[kind].append(one(kind))
     samples = hp.epochs * len(parts[1])
@@ -213,9 +201,7 @@ def main(rounds: int = ROUNDS) -> dict:
     def ratio(ours: list[Clocks], theirs: list[Clocks], clock: str) -> float:
         """Median over rounds of the paired ratio (a round's two runs share the machine's mood)."""
         return round(
-            statistics.median(
-                getattr(t, clock) / getattr(o, clock) for o, t in zip(ours, theirs, strict=True)
-            ),
+            statistics.median(getattr(t, clock) / getattr(o, clock) for o, t in zip(ours, theirs, strict=True)),
             3,
         )
 
@@ -237,9 +223,7 @@ def main(rounds: int = ROUNDS) -> dict:
         "trainer_samples_per_wall_s": round(samples / median(times["trainer"], "wall")),
         "ratio_wall": ratio(times["trainer"], times["bare"], "wall"),
         "ratio_wall_incl_waiting_for_mlflow_writes": ratio(until_stored, times["bare"], "wall"),
-        "per_round_ratios_cpu": [
-            round(b.cpu / t.cpu, 3) for b, t in zip(times["bare"], times["trainer"], strict=True)
-        ],
+        "per_round_ratios_cpu": [round(b.cpu / t.cpu, 3) for b, t in zip(times["bare"], times["trainer"], strict=True)],
         "checkpoints_written_per_run": checkpoints,
         "clock": "ratios are medians of per-round paired ratios on process CPU time (all "
         "threads): this 2-core machine is shared and wall time swings +-20% per round; "
@@ -248,8 +232,7 @@ def main(rounds: int = ROUNDS) -> dict:
         "checkpoints, epoch log line, MLflow metric logging and the final hand-off of queued "
         "metrics to MLflow's asynchronous writer (in a job that write overlaps model export; "
         "the _incl_ ratios wait for it)",
-        "excluded": "process start, imports, data loading, model construction, MLflow run "
-        "creation, model export",
+        "excluded": "process start, imports, data loading, model construction, MLflow run creation, model export",
     }
     print(json.dumps(result), flush=True)
     return result

@@ -69,14 +69,23 @@ async def _load(url: str, requests: list[tuple[dict[str, str], bytes]], concurre
     started = time.perf_counter()
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
-    return {"elapsed": elapsed, "latencies": latencies, "failures": failures,
-            "client_cpu_s": time.process_time() - cpu0}
+    return {
+        "elapsed": elapsed,
+        "latencies": latencies,
+        "failures": failures,
+        "client_cpu_s": time.process_time() - cpu0,
+    }
 
 
 def run_load(url: str, requests: list[tuple[dict[str, str], bytes]], concurrency: int) -> dict:
     """Send `requests` from a separate process; {elapsed, latencies, failures, client_cpu_s}."""
-    proc = subprocess.run([sys.executable, "-m", "tests.bench.load_client"], cwd=REPO, check=True,
-                          input=pickle.dumps((url, requests, concurrency)), capture_output=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.bench.load_client"],
+        cwd=REPO,
+        check=True,
+        input=pickle.dumps((url, requests, concurrency)),
+        capture_output=True,
+    )
     return json.loads(proc.stdout)
 
 

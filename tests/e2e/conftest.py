@@ -17,8 +17,13 @@ RECONCILE_INTERVAL_SECONDS = 1.0
 
 
 def ctflow(home: Path, *args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
-    return subprocess.run([sys.executable, "-m", "ctflow.cli", *args, "--home", str(home)],
-                          capture_output=True, text=True, check=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ctflow.cli", *args, "--home", str(home)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture
@@ -27,8 +32,12 @@ def stack(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen]]:  # ty
     home = tmp_path / "home"
     env = {**os.environ, "CTFLOW_RECONCILE_INTERVAL_SECONDS": str(RECONCILE_INTERVAL_SECONDS)}
     env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.Popen([sys.executable, "-m", "ctflow.cli", "up", "--home", str(home)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ctflow.cli", "up", "--home", str(home)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     endpoints = home / "endpoints.json"
     try:
         wait_for(lambda: endpoints.exists() or proc.poll() is not None, timeout=60)

@@ -22,16 +22,20 @@ def test_drop_and_sweep_become_runs_visible_in_the_status_api(stack, digits_fold
     home, api, _ = stack
     dropped = json.loads(ctflow(home, "drop", str(digits_folder), "--pipeline", "digits", "--version", "e1").stdout)
     started = time.monotonic()
-    run = wait_for(lambda: next((r for r in httpx.get(f"{api}/runs").json() if r["dataset_version"] == "e1"), None),
-                   timeout=2.0, interval=0.02)
+    run = wait_for(
+        lambda: next((r for r in httpx.get(f"{api}/runs").json() if r["dataset_version"] == "e1"), None),
+        timeout=2.0,
+        interval=0.02,
+    )
     assert time.monotonic() - started < 2.0
     detail = httpx.get(f"{api}/runs/{run['run_id']}").json()
     assert detail["state"] in ("requested", "training")  # the job-launcher takes it on at once
     assert detail["dataset"]["manifest_sha256"] == dropped["manifest_sha256"] and detail["dataset"]["generation"]
     assert [t["name"] for t in detail["timeline"]][:2] == ["requested", "google.cloud.storage.object.v1.finalized"]
 
-    ctflow(home, "publish", "--pipeline", "digits", "--hparams", '{"epochs": 2}',
-           "--sweep", '{"lr": [0.1, 0.01, 0.001]}')
+    ctflow(
+        home, "publish", "--pipeline", "digits", "--hparams", '{"epochs": 2}', "--sweep", '{"lr": [0.1, 0.01, 0.001]}'
+    )
 
     def sweep_runs():  # type: ignore[no-untyped-def]
         """The sweep's three runs, once the job-launcher has taken each (they are `requested` until then)."""
@@ -65,8 +69,12 @@ def test_dead_letter_is_visible_and_replays_through_the_cli_and_the_status_api(s
     (version / "train.npz").write_bytes(good)
     replayed = json.loads(ctflow(home, "replay", letter["id"]).stdout)
     assert replayed["result"]["status"] == "processed"
-    again = subprocess.run([sys.executable, "-m", "ctflow.cli", "replay", letter["id"], "--home", str(home)],
-                           capture_output=True, text=True, timeout=60)
+    again = subprocess.run(
+        [sys.executable, "-m", "ctflow.cli", "replay", letter["id"], "--home", str(home)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert again.returncode == 1 and "already replayed (HTTP 409)" in again.stderr, again.stderr
     assert httpx.post(f"{api}/dead-letters/{letter['id']}/replay").status_code == 409
     assert any(r["dataset_version"] == "bad1" for r in httpx.get(f"{api}/runs").json())
@@ -84,8 +92,11 @@ def test_sigterm_stops_cleanly_and_state_survives_restart(stack, digits_folder, 
     assert proc.returncode == 0
     assert f"Still training: {training[0]}" in stderr.decode()
     assert not (home / "endpoints.json").exists()
-    again = subprocess.Popen([sys.executable, "-m", "ctflow.cli", "up", "--home", str(home)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    again = subprocess.Popen(
+        [sys.executable, "-m", "ctflow.cli", "up", "--home", str(home)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for(lambda: (home / "endpoints.json").exists(), timeout=60)
         api2 = json.loads((home / "endpoints.json").read_text())["status_api"].rstrip("/")

@@ -50,9 +50,14 @@ _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_-]{0,62}$")
 _LABEL_VALUE = re.compile(r"^[a-z0-9_-]{0,63}$")
 # The machine families that can carry an accelerator (the common ones; others pass unchecked).
 _ACCELERATOR_MACHINES = {
-    "NVIDIA_TESLA_T4": ("n1-",), "NVIDIA_TESLA_V100": ("n1-",), "NVIDIA_TESLA_P100": ("n1-",),
-    "NVIDIA_TESLA_P4": ("n1-",), "NVIDIA_TESLA_A100": ("a2-highgpu-",), "NVIDIA_A100_80GB": ("a2-ultragpu-",),
-    "NVIDIA_L4": ("g2-",), "NVIDIA_H100_80GB": ("a3-highgpu-",),
+    "NVIDIA_TESLA_T4": ("n1-",),
+    "NVIDIA_TESLA_V100": ("n1-",),
+    "NVIDIA_TESLA_P100": ("n1-",),
+    "NVIDIA_TESLA_P4": ("n1-",),
+    "NVIDIA_TESLA_A100": ("a2-highgpu-",),
+    "NVIDIA_A100_80GB": ("a2-ultragpu-",),
+    "NVIDIA_L4": ("g2-",),
+    "NVIDIA_H100_80GB": ("a3-highgpu-",),
 }
 
 
@@ -106,6 +111,7 @@ def _as_json(job: Any, *, ints: bool) -> dict[str, Any]:
 
 def validate(job: dict[str, Any]) -> None:
     """Refuse (400) a CustomJob Vertex would refuse; `job` is its JSON with enum names."""
+
     def refuse(message: str) -> None:
         raise ApiError(400, message)
 
@@ -131,8 +137,10 @@ def validate(job: dict[str, Any]) -> None:
     labels = job.get("labels", {})
     bad = sorted(k for k, v in labels.items() if not _LABEL_KEY.match(k) or not _LABEL_VALUE.match(v))
     if bad or len(labels) > 64:
-        refuse(f"invalid labels {bad}: at most 64, keys and values of lowercase letters, digits, '_' and '-', "
-               "at most 63 characters, keys starting with a letter")
+        refuse(
+            f"invalid labels {bad}: at most 64, keys and values of lowercase letters, digits, '_' and '-', "
+            "at most 63 characters, keys starting with a letter"
+        )
     if spec.get("serviceAccount") and "@" not in spec["serviceAccount"]:
         refuse(f"service_account {spec['serviceAccount']!r} is not a service account email")
 
@@ -149,8 +157,15 @@ class Container:
     def start(self) -> subprocess.Popen[bytes]:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            process = subprocess.Popen(self.argv, env=self.env, cwd=self.log_path.parent, stdin=subprocess.DEVNULL,
-                                       stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                cwd=self.log_path.parent,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         self.attempts.append(process)
         return process
 
@@ -222,9 +237,13 @@ class FakeJob:
                 if code == 0:
                     return self._end("JOB_STATE_SUCCEEDED")
                 status = code if code > 0 else 128 - code  # killed by a signal: what a container reports
-                return self._end("JOB_STATE_FAILED", 3, f"The replica workerpool0-0 exited with a non-zero status of "
-                                 f"{status}. To find out more about why your job exited please check the logs: "
-                                 f"{self.container.log_path}")
+                return self._end(
+                    "JOB_STATE_FAILED",
+                    3,
+                    f"The replica workerpool0-0 exited with a non-zero status of "
+                    f"{status}. To find out more about why your job exited please check the logs: "
+                    f"{self.container.log_path}",
+                )
 
     def _advance(self, state: str) -> bool:
         """Move on to `state` unless the job was cancelled meanwhile."""
@@ -249,9 +268,16 @@ class FakeJob:
 class FakeJobService:
     """The JobService's CustomJob methods, the requests it was asked, and test controls."""
 
-    def __init__(self, workdir: Path, *, buckets: Mapping[str, Path] | None = None,
-                 programs: Mapping[str, str] | None = None, image_env: Mapping[str, str] | None = None,
-                 queued_seconds: float = 0.2, provisioning_seconds: float = 0.2) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        buckets: Mapping[str, Path] | None = None,
+        programs: Mapping[str, str] | None = None,
+        image_env: Mapping[str, str] | None = None,
+        queued_seconds: float = 0.2,
+        provisioning_seconds: float = 0.2,
+    ) -> None:
         self.workdir, self.buckets = workdir, dict(buckets or {})
         self.programs = {"python": sys.executable, "python3": sys.executable, **(programs or {})}
         self.image_env = dict(image_env or {})
@@ -270,8 +296,11 @@ class FakeJobService:
 
     def created(self) -> list[dict[str, Any]]:
         """The CustomJob of every create request that made a job, as Vertex read it."""
-        return [r.custom_job for r in self.requests
-                if r.method == "POST" and r.path.endswith("/customJobs") and r.status == 200]
+        return [
+            r.custom_job
+            for r in self.requests
+            if r.method == "POST" and r.path.endswith("/customJobs") and r.status == 200
+        ]
 
     def restart(self, name: str) -> None:
         self.jobs[name].restart()
@@ -343,8 +372,11 @@ class FakeJobService:
         env |= {var.name: var.value for var in spec.env}
         if prefix := resource.job_spec.base_output_directory.output_uri_prefix:
             base = str(self.local_path(prefix)).rstrip("/")
-            env |= {"AIP_MODEL_DIR": f"{base}/model/", "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
-                    "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/"}
+            env |= {
+                "AIP_MODEL_DIR": f"{base}/model/",
+                "AIP_CHECKPOINT_DIR": f"{base}/checkpoints/",
+                "AIP_TENSORBOARD_LOG_DIR": f"{base}/logs/",
+            }
         env["CLOUD_ML_JOB_ID"] = job_id
         argv = [self.programs.get(spec.command[0], spec.command[0]), *spec.command[1:], *spec.args]
         return Container(argv, env, self.workdir / job_id / "container.log")
@@ -356,8 +388,8 @@ class FakeJobService:
         # The API promises no order: oldest first here, so a client relying on one is caught.
         start, size = int(query.get("pageToken") or 0), int(query.get("pageSize") or 0) or len(jobs)
         page: dict[str, Any] = {}
-        if jobs[start:start + size]:
-            page["customJobs"] = [job.as_json(ints=ints) for job in jobs[start:start + size]]
+        if jobs[start : start + size]:
+            page["customJobs"] = [job.as_json(ints=ints) for job in jobs[start : start + size]]
         if start + size < len(jobs):
             page["nextPageToken"] = str(start + size)
         return page

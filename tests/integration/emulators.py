@@ -23,7 +23,9 @@ def pubsub_emulator(project: str) -> Iterator[str]:
     host = f"127.0.0.1:{free_port()}"
     proc = subprocess.Popen(
         ["gcloud", "beta", "emulators", "pubsub", "start", f"--host-port={host}", f"--project={project}", "--quiet"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 60

@@ -12,16 +12,23 @@ import pytest
 from tests.support import free_port, serving
 
 
-@pytest.mark.parametrize(("option", "value", "reason"), [
-    ("--hparams", "{bad", "--hparams is not valid JSON"),
-    ("--hparams", '{"lr": NaN}', "NaN is not a JSON value"),
-    ("--hparams", "[0.01]", "--hparams must be a JSON object"),
-    ("--sweep", '{"lr": [0.1,', "--sweep is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    ("option", "value", "reason"),
+    [
+        ("--hparams", "{bad", "--hparams is not valid JSON"),
+        ("--hparams", '{"lr": NaN}', "NaN is not a JSON value"),
+        ("--hparams", "[0.01]", "--hparams must be a JSON object"),
+        ("--sweep", '{"lr": [0.1,', "--sweep is not valid JSON"),
+    ],
+)
 def test_publish_refuses_options_that_are_not_json_objects(tmp_path: Path, option: str, value: str, reason: str):
     args = ["--pipeline", "digits", option, value]
-    done = subprocess.run([sys.executable, "-m", "ctflow.cli", "publish", "--home", str(tmp_path), *args],
-                          capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-m", "ctflow.cli", "publish", "--home", str(tmp_path), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 1 and reason in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert not (tmp_path / "ledger.db").exists()  # nothing was published
 
@@ -38,8 +45,10 @@ def test_status_commands_say_what_the_api_said_or_that_it_did_not_answer(deps):
     app = module.create_app()
     app.state.deps = deps
     with serving(app) as url:
-        for args, said in ((("run", "digits-nope"), "no run 'digits-nope' (HTTP 404)"),
-                           (("replay", "no-such-letter"), "no dead letter 'no-such-letter' (HTTP 404)")):
+        for args, said in (
+            (("run", "digits-nope"), "no run 'digits-nope' (HTTP 404)"),
+            (("replay", "no-such-letter"), "no dead letter 'no-such-letter' (HTTP 404)"),
+        ):
             done = _cli(*args, "--api", url)
             assert done.returncode == 1 and said in done.stderr and "Traceback" not in done.stderr, done.stderr
         listed = _cli("dead-letters", "--status", "open", "--api", url)
@@ -49,8 +58,12 @@ def test_status_commands_say_what_the_api_said_or_that_it_did_not_answer(deps):
 
 
 def test_a_setting_that_cannot_be_read_is_named(tmp_path: Path):
-    done = subprocess.run([sys.executable, "-m", "ctflow.cli", "runs", "--home", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ, "CTFLOW_MAX_SWEEP_POINTS": "many"})
+    done = subprocess.run(
+        [sys.executable, "-m", "ctflow.cli", "runs", "--home", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CTFLOW_MAX_SWEEP_POINTS": "many"},
+    )
     assert done.returncode == 1 and "CTFLOW_MAX_SWEEP_POINTS: Input should be a valid integer" in done.stderr
     assert "Traceback" not in done.stderr

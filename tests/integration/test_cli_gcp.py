@@ -32,8 +32,14 @@ def gcs_url() -> Iterator[str]:
 
 def _ctflow(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {k: v for k, v in os.environ.items() if k not in _SERVICE_ONLY}
-    return subprocess.run([sys.executable, "-m", "ctflow.cli", *args], cwd=REPO_ROOT, capture_output=True, text=True,
-                          env={**environment, "CTFLOW_MODE": "gcp", **env}, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "ctflow.cli", *args],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        env={**environment, "CTFLOW_MODE": "gcp", **env},
+        timeout=120,
+    )
 
 
 def test_drop_uploads_a_version_to_the_bucket_marker_last(tmp_path, gcs_url):
@@ -41,11 +47,22 @@ def test_drop_uploads_a_version_to_the_bucket_marker_last(tmp_path, gcs_url):
     from google.cloud import storage
 
     folder = write_digits_dataset(tmp_path / "digits")
-    done = _ctflow("drop", str(folder), "--pipeline", "digits", "--version", "cli1", "--bucket", BUCKET,
-                   CTFLOW_GCP_PROJECT="ctflow-test", STORAGE_EMULATOR_HOST=gcs_url)
+    done = _ctflow(
+        "drop",
+        str(folder),
+        "--pipeline",
+        "digits",
+        "--version",
+        "cli1",
+        "--bucket",
+        BUCKET,
+        CTFLOW_GCP_PROJECT="ctflow-test",
+        STORAGE_EMULATOR_HOST=gcs_url,
+    )
     assert done.returncode == 0, done.stderr
-    client = storage.Client(project="ctflow-test", credentials=AnonymousCredentials(),
-                            client_options={"api_endpoint": gcs_url})
+    client = storage.Client(
+        project="ctflow-test", credentials=AnonymousCredentials(), client_options={"api_endpoint": gcs_url}
+    )
     names = {blob.name for blob in client.list_blobs(BUCKET, prefix="datasets/digits/cli1/")}
     assert "datasets/digits/cli1/_MANIFEST.json" in names and len(names) == len(list(folder.iterdir()))
     assert json.loads(done.stdout)["uri"] == f"gs://{BUCKET}/datasets/digits/cli1/"
@@ -63,16 +80,29 @@ def test_publish_sends_the_message_to_the_hparams_topic(pubsub_host):
     project = f"cli-{uuid.uuid4().hex[:8]}"
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     topic = publisher.create_topic(name=publisher.topic_path(project, HPARAMS_TOPIC)).name
-    subscription = subscriber.create_subscription(name=subscriber.subscription_path(project, "cli-pull"),
-                                                  topic=topic).name
-    done = _ctflow("publish", "--pipeline", "digits", "--hparams", '{"lr": 0.01}', "--sweep", '{"epochs": [1, 2]}',
-                   CTFLOW_GCP_PROJECT=project, PUBSUB_EMULATOR_HOST=pubsub_host)
+    subscription = subscriber.create_subscription(
+        name=subscriber.subscription_path(project, "cli-pull"), topic=topic
+    ).name
+    done = _ctflow(
+        "publish",
+        "--pipeline",
+        "digits",
+        "--hparams",
+        '{"lr": 0.01}',
+        "--sweep",
+        '{"epochs": [1, 2]}',
+        CTFLOW_GCP_PROJECT=project,
+        PUBSUB_EMULATOR_HOST=pubsub_host,
+    )
     assert done.returncode == 0, done.stderr
     [received] = subscriber.pull(subscription=subscription, max_messages=5, timeout=30).received_messages
     subscriber.close()
     assert received.message.message_id == json.loads(done.stdout)["message_id"]
-    assert json.loads(received.message.data) == {"pipeline": "digits", "hyperparameters": {"lr": 0.01},
-                                                 "sweep": {"epochs": [1, 2]}}
+    assert json.loads(received.message.data) == {
+        "pipeline": "digits",
+        "hyperparameters": {"lr": 0.01},
+        "sweep": {"epochs": [1, 2]},
+    }
     assert dict(received.message.attributes) == {"ctflow-trigger": "cli"}
 
 

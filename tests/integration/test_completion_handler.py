@@ -41,9 +41,22 @@ from tests.integration.conftest import client_for
 from tests.support import serving
 
 STRUCTURED = {"content-type": "application/cloudevents+json"}
-LINEAGE_TAGS = {"run_id", "pipeline", "hyperparameters", "dataset_version", "dataset_generation", "manifest_sha256",
-                "dataset_uri", "trigger_event_id", "git_sha", "image_digest", "job_id", "mlflow_run_id",
-                "evaluation_run_id", "holdout_sha256"}
+LINEAGE_TAGS = {
+    "run_id",
+    "pipeline",
+    "hyperparameters",
+    "dataset_version",
+    "dataset_generation",
+    "manifest_sha256",
+    "dataset_uri",
+    "trigger_event_id",
+    "git_sha",
+    "image_digest",
+    "job_id",
+    "mlflow_run_id",
+    "evaluation_run_id",
+    "holdout_sha256",
+}
 
 
 @dataclass(frozen=True)
@@ -76,21 +89,43 @@ def _train_once(home: Path, digits_folder: Path) -> Trained:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CTFLOW_", "MLFLOW_", "AIP_"))}
     jobs = {}
     for name, values in hyperparameters.items():
-        env = {**base, "CTFLOW_RUN_ID": f"digits-{name}", "CTFLOW_PIPELINE": "digits",
-               "CTFLOW_DATASET_URI": str(digits_folder), "CTFLOW_HYPERPARAMETERS": json.dumps(values),
-               "CTFLOW_TRIGGER_EVENT_ID": f"evt-{name}", "CTFLOW_GIT_SHA": "0123abc",
-               "CTFLOW_IMAGE_DIGEST": "sha256:" + "d" * 64, "CTFLOW_JOB_ID": f"local/digits-{name}/1",
-               "CTFLOW_TORCH_THREADS": "1", "MLFLOW_TRACKING_URI": tracking, "MLFLOW_DISABLE_TELEMETRY": "true",
-               "AIP_MODEL_DIR": str(home / name / "model"), "AIP_CHECKPOINT_DIR": str(home / name / "checkpoints")}
-        jobs[name] = subprocess.Popen([sys.executable, "-m", "ctflow_trainer"], env=env, cwd=home,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        env = {
+            **base,
+            "CTFLOW_RUN_ID": f"digits-{name}",
+            "CTFLOW_PIPELINE": "digits",
+            "CTFLOW_DATASET_URI": str(digits_folder),
+            "CTFLOW_HYPERPARAMETERS": json.dumps(values),
+            "CTFLOW_TRIGGER_EVENT_ID": f"evt-{name}",
+            "CTFLOW_GIT_SHA": "0123abc",
+            "CTFLOW_IMAGE_DIGEST": "sha256:" + "d" * 64,
+            "CTFLOW_JOB_ID": f"local/digits-{name}/1",
+            "CTFLOW_TORCH_THREADS": "1",
+            "MLFLOW_TRACKING_URI": tracking,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "AIP_MODEL_DIR": str(home / name / "model"),
+            "AIP_CHECKPOINT_DIR": str(home / name / "checkpoints"),
+        }
+        jobs[name] = subprocess.Popen(
+            [sys.executable, "-m", "ctflow_trainer"],
+            env=env,
+            cwd=home,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
     for name, job in jobs.items():
         _, err = job.communicate(timeout=300)
         assert job.returncode == 0, f"trainer {name} failed: {err.decode()[-3000:]}"
     marker = (digits_folder / "_MANIFEST.json").read_bytes()
-    dataset = {"version": "v1", "uri": str(digits_folder), "manifest_uri": str(digits_folder / "_MANIFEST.json"),
-               "manifest_sha256": hashlib.sha256(marker).hexdigest(), "generation": "1764000000000000",
-               "bucket": "local-bucket", "total_bytes": 1, "files": json.loads(marker)["files"]}
+    dataset = {
+        "version": "v1",
+        "uri": str(digits_folder),
+        "manifest_uri": str(digits_folder / "_MANIFEST.json"),
+        "manifest_sha256": hashlib.sha256(marker).hexdigest(),
+        "generation": "1764000000000000",
+        "bucket": "local-bucket",
+        "total_bytes": 1,
+        "files": json.loads(marker)["files"],
+    }
     reports = {name: (home / name / "model" / "completion.json").read_bytes() for name in jobs}
     return Trained(home / "mlflow.db", dataset, hyperparameters, reports)
 
@@ -117,9 +152,16 @@ def start_training(deps, trained: Trained, name: str) -> str:  # type: ignore[no
     """A ledger run in `training`, as the job-launcher leaves it, for the job trained as `name`."""
     data = trained.data(name)
     with deps.ledger.transaction() as tx:
-        runs.create(tx, run_id=data["run_id"], pipeline="digits", service="dataset-listener",
-                    trigger={"kind": "dataset", "event_id": f"evt-{name}", "source": "//test"},
-                    hyperparameters=trained.hyperparameters[name], dataset_version="v1", dataset=trained.dataset)
+        runs.create(
+            tx,
+            run_id=data["run_id"],
+            pipeline="digits",
+            service="dataset-listener",
+            trigger={"kind": "dataset", "event_id": f"evt-{name}", "source": "//test"},
+            hyperparameters=trained.hyperparameters[name],
+            dataset_version="v1",
+            dataset=trained.dataset,
+        )
         run = runs.get(tx, data["run_id"])
         runs.transition(tx, run, states.TRAINING, "job-launcher")
         run.job = {"job_id": data["job_id"], "backend": "local"}
@@ -166,8 +208,11 @@ def test_good_model_without_champion_is_registered_with_lineage(prepared, handle
     assert run.metrics == data["metrics"]  # what training reported
     holdout = deps.blobs.read_bytes("holdout/digits/v1/holdout.npz", max_bytes=10**7)
     evaluation = run.evaluation
-    assert evaluation["holdout"] == {"uri": "holdout/digits/v1/holdout.npz", "samples": 359,
-                                     "sha256": hashlib.sha256(holdout).hexdigest()}
+    assert evaluation["holdout"] == {
+        "uri": "holdout/digits/v1/holdout.npz",
+        "samples": 359,
+        "sha256": hashlib.sha256(holdout).hexdigest(),
+    }
     assert evaluation["challenger"]["accuracy"] >= 0.95  # the spec's default hyperparameters
     assert 0 < evaluation["challenger"]["cpu_p95_ms"] < 50
     assert evaluation["challenger"]["model_size_bytes"] == data["metrics"]["model_size_bytes"]
@@ -177,12 +222,21 @@ def test_good_model_without_champion_is_registered_with_lineage(prepared, handle
     tags = version.tags
     assert {k.removeprefix("ctflow.") for k in tags} >= LINEAGE_TAGS
     assert (tags["ctflow.run_id"], tags["ctflow.mlflow_run_id"], tags["ctflow.job_id"]) == (
-        run_id, data["mlflow_run_id"], "local/digits-good/1")
+        run_id,
+        data["mlflow_run_id"],
+        "local/digits-good/1",
+    )
     assert json.loads(tags["ctflow.hyperparameters"]) == trained.hyperparameters["good"]
     assert (tags["ctflow.dataset_version"], tags["ctflow.dataset_generation"], tags["ctflow.manifest_sha256"]) == (
-        "v1", trained.dataset["generation"], trained.dataset["manifest_sha256"])
+        "v1",
+        trained.dataset["generation"],
+        trained.dataset["manifest_sha256"],
+    )
     assert (tags["ctflow.trigger_event_id"], tags["ctflow.git_sha"], tags["ctflow.image_digest"]) == (
-        "evt-good", "0123abc", "sha256:" + "d" * 64)
+        "evt-good",
+        "0123abc",
+        "sha256:" + "d" * 64,
+    )
     assert tags["ctflow.holdout_sha256"] == evaluation["holdout"]["sha256"]
     assert tags["ctflow.evaluation_run_id"] == evaluation["evaluation_run_id"]
     assert version.source == tags["ctflow.model_files_uri"] and version.source.endswith("/artifacts/model")
@@ -201,8 +255,11 @@ def test_good_model_without_champion_is_registered_with_lineage(prepared, handle
     assert sum(challenger_matrix[i][i] for i in range(10)) / 359 == pytest.approx(evaluation["challenger"]["accuracy"])
 
     [registered] = outbox(deps, "ctflow.model.registered.v1")
-    assert (registered["model_name"], registered["model_version"], registered["champion_version"]) == ("digits", "1",
-                                                                                                      None)
+    assert (registered["model_name"], registered["model_version"], registered["champion_version"]) == (
+        "digits",
+        "1",
+        None,
+    )
     assert registered["metrics"]["accuracy"] == evaluation["challenger"]["accuracy"]
 
 
@@ -222,9 +279,10 @@ def test_poor_model_against_champion_is_rejected_with_reasons(prepared, handler,
     assert run.state == "rejected" and run.model_version is None and accuracy < 0.5
     assert run.evaluation["champion"]["version"] == "1"
     assert run.evaluation["champion"]["accuracy"] == pytest.approx(champion_accuracy)  # same holdout, same model
-    reasons = [f"accuracy {accuracy:.4f} is below the minimum 0.9000",
-               f"accuracy {accuracy:.4f} does not improve on champion version 1 ({champion_accuracy:.4f}) "
-               "by at least 0.0000"]
+    reasons = [
+        f"accuracy {accuracy:.4f} is below the minimum 0.9000",
+        f"accuracy {accuracy:.4f} does not improve on champion version 1 ({champion_accuracy:.4f}) by at least 0.0000",
+    ]
     assert run.evaluation["gate"] == {"passed": False, "reasons": reasons}
     assert run.reason == "; ".join(reasons)
 
@@ -272,10 +330,20 @@ def test_failed_completion_fails_the_run_and_a_late_success_changes_nothing(prep
     arriving later is a duplicate: no evaluation, no version."""
     deps = prepared
     run_id = start_training(deps, trained, "good")
-    died = run_event(TRAINING_COMPLETED, "job-launcher", run_id, {
-        "run_id": run_id, "pipeline": "digits", "status": "failed", "metrics": {},
-        "error": "trainer process was killed by SIGKILL", "job_id": "local/digits-good/1"},
-        event_id=f"training-completed-{run_id}")
+    died = run_event(
+        TRAINING_COMPLETED,
+        "job-launcher",
+        run_id,
+        {
+            "run_id": run_id,
+            "pipeline": "digits",
+            "status": "failed",
+            "metrics": {},
+            "error": "trainer process was killed by SIGKILL",
+            "job_id": "local/digits-good/1",
+        },
+        event_id=f"training-completed-{run_id}",
+    )
     headers, body = to_http_binary(died)
     assert handler.post("/", content=body, headers=headers).json()["status"] == "processed"
     run = run_of(deps, run_id)
@@ -288,12 +356,15 @@ def test_failed_completion_fails_the_run_and_a_late_success_changes_nothing(prep
     assert handler.post("/", content=body, headers=headers).json()["status"] == "duplicate"  # inbox dedup
 
 
-@pytest.mark.parametrize(("change", "expected"), [
-    ("unknown-run", "training.completed for run 'digits-ghost', which the ledger does not know"),
-    ("wrong-pipeline", "belongs to pipeline 'digits-wide'; the ledger says 'digits'"),
-    ("subject-mismatch", "event subject 'digits-other' and data.run_id 'digits-good' name different runs"),
-    ("bad-status", "data does not match its schema: status: Input should be 'succeeded' or 'failed'"),
-])
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ("unknown-run", "training.completed for run 'digits-ghost', which the ledger does not know"),
+        ("wrong-pipeline", "belongs to pipeline 'digits-wide'; the ledger says 'digits'"),
+        ("subject-mismatch", "event subject 'digits-other' and data.run_id 'digits-good' name different runs"),
+        ("bad-status", "data does not match its schema: status: Input should be 'succeeded' or 'failed'"),
+    ],
+)
 def test_bad_completions_become_dead_letters(prepared, handler, trained, change, expected):
     """Reports that cannot belong to a run in the ledger are dead letters with a reason, never a 5xx or a retry."""
     deps = prepared

@@ -38,8 +38,13 @@ def test_process_killed_before_the_verdict_is_finished_by_reconcile(prepared, tr
     deps, report = prepared, trained.reports["good"]
     run_id = start_training(deps, trained, "good")
     port = free_port()
-    doomed = _start(deps.settings, port, "completion_handler.app:app", CTFLOW_FAILPOINTS=failpoint,
-                    CTFLOW_MLFLOW_TRACKING_URI=deps.settings.tracking_uri)
+    doomed = _start(
+        deps.settings,
+        port,
+        "completion_handler.app:app",
+        CTFLOW_FAILPOINTS=failpoint,
+        CTFLOW_MLFLOW_TRACKING_URI=deps.settings.tracking_uri,
+    )
     with pytest.raises(httpx.HTTPError):
         httpx.post(f"http://127.0.0.1:{port}/", content=report, headers=STRUCTURED, timeout=60)
     assert doomed.wait(timeout=10) == -9  # SIGKILL, not a clean exit
@@ -59,8 +64,11 @@ def test_process_killed_before_the_verdict_is_finished_by_reconcile(prepared, tr
         assert client.post("/", content=report, headers=STRUCTURED).json()["status"] == "duplicate"
         assert client.post("/reconcile").json()["evaluations_finished"] == 0
     run = run_of(deps, run_id)
-    assert (run.state, run.model_version, run.evaluation["attempts"]) == ("registered", "1", 2 if died_holding_lease
-                                                                          else 1)
+    assert (run.state, run.model_version, run.evaluation["attempts"]) == (
+        "registered",
+        "1",
+        2 if died_holding_lease else 1,
+    )
     assert len(versions(deps)) == 1 and len(evaluation_runs(deps)) == 1
     assert len(outbox(deps, "ctflow.model.registered.v1")) == 1
 
@@ -95,8 +103,13 @@ def test_version_created_before_a_crash_is_found_not_duplicated(prepared, traine
     deps = prepared
     run_id = start_training(deps, trained, "good")
     training = deps.registry.training_run(trained.data("good")["mlflow_run_id"])
-    orphan = deps.registry.register("digits", run_id=run_id, source=training.model_files_uri,
-                                    mlflow_run_id=training.run_id, tags={"ctflow.evaluation_run_id": "crashed"})
+    orphan = deps.registry.register(
+        "digits",
+        run_id=run_id,
+        source=training.model_files_uri,
+        mlflow_run_id=training.run_id,
+        tags={"ctflow.evaluation_run_id": "crashed"},
+    )
     with client_for(service, deps) as client:
         assert client.post("/", content=trained.reports["good"], headers=STRUCTURED).json()["status"] == "processed"
     run = run_of(deps, run_id)

@@ -25,8 +25,10 @@ def register(registry, trained):  # type: ignore[no-untyped-def]
     training = registry.training_run(trained.data("good")["mlflow_run_id"])
 
     def for_run(run_id: str, **tags: str):  # type: ignore[no-untyped-def]
-        return registry.register("digits", run_id=run_id, source=training.model_files_uri,
-                                 mlflow_run_id=training.run_id, tags=tags)
+        return registry.register(
+            "digits", run_id=run_id, source=training.model_files_uri, mlflow_run_id=training.run_id, tags=tags
+        )
+
     return for_run
 
 

@@ -25,8 +25,13 @@ REQUESTED = "ctflow.training.requested.v1"
 
 
 def _start(settings, port: int, app: str = "hparam_consumer.app:app", **env: str) -> subprocess.Popen:  # type: ignore[type-arg]
-    environment = {"CTFLOW_HOME": str(settings.home), "CTFLOW_DATABASE_URL": settings.ledger_url,
-                   "CTFLOW_PIPELINES_DIR": str(settings.pipelines_dir), "CTFLOW_OUTBOX_GRACE_SECONDS": "0", **env}
+    environment = {
+        "CTFLOW_HOME": str(settings.home),
+        "CTFLOW_DATABASE_URL": settings.ledger_url,
+        "CTFLOW_PIPELINES_DIR": str(settings.pipelines_dir),
+        "CTFLOW_OUTBOX_GRACE_SECONDS": "0",
+        **env,
+    }
     proc, _, _ = start_service(app, environment, port, timeout=30)
     return proc
 
@@ -75,8 +80,11 @@ def test_embedded_bus_has_every_committed_event_when_the_process_dies(deps, list
     port, request, runs = _kill_after_commit(deps, "hparam_consumer.app:app", "m-crash")
     assert _unsent(deps) == []
     with deps.ledger.transaction() as tx:
-        published = {m.attributes["ce-subject"]: m.id for m in tx.scalars(select(BusMessage))
-                     if m.attributes.get("ce-type") == REQUESTED}
+        published = {
+            m.attributes["ce-subject"]: m.id
+            for m in tx.scalars(select(BusMessage))
+            if m.attributes.get("ce-type") == REQUESTED
+        }
         owed = tx.execute(select(BusDelivery.message_pk, BusDelivery.subscription, BusDelivery.status)).all()
     assert sorted(published) == sorted(r.id for r in runs)
     assert {(pk, "job-launcher-push", "pending") for pk in published.values()} <= set(owed)
@@ -93,13 +101,15 @@ def events_subscription(pubsub_host: str) -> Iterator[tuple[str, str]]:
     publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
     topic = publisher.create_topic(name=publisher.topic_path(project, EVENTS_TOPIC)).name
     subscription = subscriber.create_subscription(
-        name=subscriber.subscription_path(project, "crash-test-pull"), topic=topic).name
+        name=subscriber.subscription_path(project, "crash-test-pull"), topic=topic
+    ).name
     yield project, subscription
     subscriber.close()
 
 
 def test_pubsub_bus_publishes_what_a_killed_process_left_unsent_after_restart(
-        deps, listener, digits_folder, events_subscription):
+    deps, listener, digits_folder, events_subscription
+):
     """Runs committed before the kill survive; after restart, reconcile publishes their events once."""
     from google.cloud import pubsub_v1
 
@@ -114,5 +124,6 @@ def test_pubsub_bus_publishes_what_a_killed_process_left_unsent_after_restart(
     assert _unsent(deps) == []
     with pubsub_v1.SubscriberClient() as subscriber:
         pulled = subscriber.pull(subscription=subscription, max_messages=10, timeout=30).received_messages
-    assert sorted(m.message.attributes["ce-subject"] for m in pulled if m.message.attributes["ce-type"] == REQUESTED) \
-        == sorted(r.id for r in runs)
+    assert sorted(
+        m.message.attributes["ce-subject"] for m in pulled if m.message.attributes["ce-type"] == REQUESTED
+    ) == sorted(r.id for r in runs)

@@ -66,8 +66,9 @@ def test_three_concurrent_deliveries_make_one_run(deps, digits_folder):
     app = create_app()
     app.state.deps = deps
     with serving(app) as url, ThreadPoolExecutor(6) as pool:
-        answers = list(pool.map(lambda req: httpx.post(url, headers=req[0], content=req[1], timeout=30),
-                                same_id + new_ids))
+        answers = list(
+            pool.map(lambda req: httpx.post(url, headers=req[0], content=req[1], timeout=30), same_id + new_ids)
+        )
     assert all(a.status_code == 200 for a in answers)
     statuses = sorted(a.json()["status"] for a in answers)
     assert statuses == ["duplicate"] * 5 + ["processed"]
@@ -156,8 +157,14 @@ def test_files_are_verified_outside_the_ledger_transaction(deps, digits_folder):
 
         def write() -> None:
             with deps.ledger.transaction() as tx:
-                runs.create(tx, run_id="digits-meanwhile", pipeline="digits", trigger={"kind": "test"},
-                            hyperparameters={}, service="test")
+                runs.create(
+                    tx,
+                    run_id="digits-meanwhile",
+                    pipeline="digits",
+                    trigger={"kind": "test"},
+                    hyperparameters={},
+                    service="test",
+                )
 
         pool.submit(write).result(timeout=5)  # would wait for the listener if it hashed in its transaction
         held.release.set()

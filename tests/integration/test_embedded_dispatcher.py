@@ -102,8 +102,10 @@ def test_after_the_last_attempt_the_push_is_a_dead_letter_with_the_services_answ
     with deps.ledger.reading() as tx:
         [letter] = tx.scalars(select(DeadLetter)).all()
     assert letter.consumer == HPARAM_CONSUMER and letter.status == "open"
-    assert letter.reason == ("delivery to hparam-consumer-push failed 3 times; last error: "
-                             "hparam-consumer answered HTTP 503: service is not ready")
+    assert letter.reason == (
+        "delivery to hparam-consumer-push failed 3 times; last error: "
+        "hparam-consumer answered HTTP 503: service is not ready"
+    )
     assert json.loads(letter.request["body"]) == service.pushes[0][1]  # kept whole, for a replay
 
 

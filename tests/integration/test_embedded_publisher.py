@@ -14,15 +14,25 @@ from ctflow.embedded.publisher import create_publisher_app
 from ctflow.events import Event
 from ctflow.ledger.tables import BusDelivery, BusMessage
 
-REPORT = Event(type=events.TRAINING_COMPLETED, source=events.TRAINER_SOURCE, id="training-completed-digits-1",
-               subject="digits-1", data={"run_id": "digits-1", "status": "succeeded"})
+REPORT = Event(
+    type=events.TRAINING_COMPLETED,
+    source=events.TRAINER_SOURCE,
+    id="training-completed-digits-1",
+    subject="digits-1",
+    data={"run_id": "digits-1", "status": "succeeded"},
+)
 
 
 def _published(deps) -> list[tuple[dict, bytes, list[str]]]:  # type: ignore[no-untyped-def]
     with deps.ledger.transaction() as tx:
-        return [(m.attributes, m.data, sorted(tx.scalars(select(BusDelivery.subscription)
-                                                         .where(BusDelivery.message_pk == m.id))))
-                for m in tx.scalars(select(BusMessage).order_by(BusMessage.id))]
+        return [
+            (
+                m.attributes,
+                m.data,
+                sorted(tx.scalars(select(BusDelivery.subscription).where(BusDelivery.message_pk == m.id))),
+            )
+            for m in tx.scalars(select(BusMessage).order_by(BusMessage.id))
+        ]
 
 
 def test_a_cloudevent_is_published_to_every_subscriber_of_its_type(deps):
@@ -39,11 +49,21 @@ def test_a_cloudevent_is_published_to_every_subscriber_of_its_type(deps):
 
 
 def test_structured_mode_is_accepted_too(deps):
-    structured = {"specversion": "1.0", "type": REPORT.type, "source": REPORT.source, "id": REPORT.id,
-                  "subject": REPORT.subject, "datacontenttype": "application/json", "data": REPORT.data}
+    structured = {
+        "specversion": "1.0",
+        "type": REPORT.type,
+        "source": REPORT.source,
+        "id": REPORT.id,
+        "subject": REPORT.subject,
+        "datacontenttype": "application/json",
+        "data": REPORT.data,
+    }
     with TestClient(create_publisher_app(deps.bus, deps.settings.max_request_bytes)) as client:
-        answer = client.post("/topics/ctflow-events", content=json.dumps(structured),
-                             headers={"content-type": "application/cloudevents+json"})
+        answer = client.post(
+            "/topics/ctflow-events",
+            content=json.dumps(structured),
+            headers={"content-type": "application/cloudevents+json"},
+        )
     assert answer.status_code == 200
     [(attributes, _, _)] = _published(deps)
     assert attributes["ce-id"] == REPORT.id
@@ -51,12 +71,14 @@ def test_structured_mode_is_accepted_too(deps):
 
 def test_what_is_not_a_cloudevent_or_not_a_topic_is_refused_and_nothing_published(deps):
     with TestClient(create_publisher_app(deps.bus, deps.settings.max_request_bytes)) as client:
-        not_an_event = client.post("/topics/ctflow-events", content=b'{"run_id": "x"}',
-                                   headers={"content-type": "application/json"})
+        not_an_event = client.post(
+            "/topics/ctflow-events", content=b'{"run_id": "x"}', headers={"content-type": "application/json"}
+        )
         headers, body = to_http_binary(REPORT)
         unknown = client.post("/topics/elsewhere", content=body, headers=headers)
-        too_big = client.post("/topics/ctflow-events", content=b" " * (deps.settings.max_request_bytes + 1),
-                              headers=headers)
+        too_big = client.post(
+            "/topics/ctflow-events", content=b" " * (deps.settings.max_request_bytes + 1), headers=headers
+        )
     assert not_an_event.status_code == 400 and "not a CloudEvent" in not_an_event.json()["error"]
     assert unknown.status_code == 404 and "ctflow-events" in unknown.json()["error"]
     assert too_big.status_code == 413

@@ -54,10 +54,13 @@ def gcp_deps(deps, gcs_client, pubsub_host):  # type: ignore[no-untyped-def]
 
 def _finalized(blob) -> tuple[dict[str, str], bytes]:  # type: ignore[no-untyped-def]
     """The CloudEvent Eventarc sends for a GCS object, from the emulator's real metadata."""
-    event = Event(type=GCS_OBJECT_FINALIZED, source=f"//storage.googleapis.com/projects/_/buckets/{BUCKET}",
-                  id=f"gcs-{blob.name}-{blob.generation}", subject=f"objects/{blob.name}",
-                  data={"bucket": BUCKET, "name": blob.name, "generation": str(blob.generation),
-                        "size": str(blob.size)})
+    event = Event(
+        type=GCS_OBJECT_FINALIZED,
+        source=f"//storage.googleapis.com/projects/_/buckets/{BUCKET}",
+        id=f"gcs-{blob.name}-{blob.generation}",
+        subject=f"objects/{blob.name}",
+        data={"bucket": BUCKET, "name": blob.name, "generation": str(blob.generation), "size": str(blob.size)},
+    )
     return to_http_binary(event)
 
 
@@ -113,10 +116,14 @@ def test_push_subscription_delivers_to_hparam_consumer_and_events_are_published(
     events_sub = subscriber.subscription_path(PROJECT, "test-events-pull")
     subscriber.create_subscription(name=events_sub, topic=events)
     with serving(app) as url:
-        subscriber.create_subscription(request={
-            "name": subscriber.subscription_path(PROJECT, "hparam-consumer-push"), "topic": hparams,
-            "push_config": {"push_endpoint": url}, "ack_deadline_seconds": 10,
-        })
+        subscriber.create_subscription(
+            request={
+                "name": subscriber.subscription_path(PROJECT, "hparam-consumer-push"),
+                "topic": hparams,
+                "push_config": {"push_endpoint": url},
+                "ack_deadline_seconds": 10,
+            }
+        )
         message = {"pipeline": "digits", "hyperparameters": {"epochs": 2}, "sweep": {"lr": [0.1, 0.01, 0.001]}}
         message_id = publisher.publish(hparams, json.dumps(message).encode(), **{"ctflow-trigger": "schedule"}).result()
 
@@ -132,8 +139,9 @@ def test_push_subscription_delivers_to_hparam_consumer_and_events_are_published(
         response = subscriber.pull(request={"subscription": events_sub, "max_messages": 10}, timeout=10)
         received += response.received_messages
         if response.received_messages:
-            subscriber.acknowledge(request={"subscription": events_sub,
-                                            "ack_ids": [m.ack_id for m in response.received_messages]})
+            subscriber.acknowledge(
+                request={"subscription": events_sub, "ack_ids": [m.ack_id for m in response.received_messages]}
+            )
         if len([m for m in received if m.message.attributes["ce-type"] == "ctflow.training.requested.v1"]) >= 3:
             break
     requested = [m.message for m in received if m.message.attributes["ce-type"] == "ctflow.training.requested.v1"]

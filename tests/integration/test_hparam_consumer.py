@@ -15,8 +15,12 @@ from ctflow.events import PUBSUB_MESSAGE_PUBLISHED, Event
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
 from tests.support import gcs_event_request, push_request, serving
 
-SWEEP = {"pipeline": "digits", "hyperparameters": {"epochs": 3}, "sweep": {"lr": [0.1, 0.01, 0.001]},
-         "reason": "tune the learning rate"}
+SWEEP = {
+    "pipeline": "digits",
+    "hyperparameters": {"epochs": 3},
+    "sweep": {"lr": [0.1, 0.01, 0.001]},
+    "reason": "tune the learning rate",
+}
 
 
 @pytest.fixture
@@ -36,8 +40,12 @@ def _runs(deps):  # type: ignore[no-untyped-def]
 def _eventarc_request(message: dict, message_id: str) -> tuple[dict[str, str], bytes]:
     headers, body = push_request(message, message_id)
     envelope = json.loads(body)
-    event = Event(type=PUBSUB_MESSAGE_PUBLISHED, source="//pubsub.googleapis.com/projects/p/topics/ctflow-hparams",
-                  id=message_id, data=envelope)
+    event = Event(
+        type=PUBSUB_MESSAGE_PUBLISHED,
+        source="//pubsub.googleapis.com/projects/p/topics/ctflow-hparams",
+        id=message_id,
+        data=envelope,
+    )
     return to_http_binary(event)
 
 
@@ -71,17 +79,20 @@ def test_same_message_id_three_times_concurrently_gives_one_set_of_runs(deps, ar
     assert len(_runs(deps)) == 1
 
 
-@pytest.mark.parametrize(("message", "expected"), [
-    ({"pipeline": "digits", "hyperparameters": {"lr": 5}}, "lr: 5 is greater than the maximum of 1"),
-    ({"pipeline": "digits", "sweep": {"epochs": [1, 500]}}, "sweep point 1 {'epochs': 500}"),
-    ({"pipeline": "digits", "hyperparameters": {"optimizer": "sgd"}}, "'optimizer' was unexpected"),
-    ({"pipeline": "nope", "hyperparameters": {}}, "unknown pipeline 'nope' (known pipelines: digits)"),
-    ({"pipeline": "digits", "sweep": {"lr": [0.1] * 17}}, "sweep has 17 points, over the cap of 16"),
-    ({"hyperparameters": {}}, "pipeline: Field required"),
-    ({"pipeline": "digits", "dataset_version": "v9"}, "dataset version 'v9' of pipeline digits has arrived"),
-    # Python writes and reads NaN; PostgreSQL would refuse to store it on every redelivery.
-    ({"pipeline": "digits", "hyperparameters": {"dropout": float("nan")}}, "NaN is not a JSON value"),
-])
+@pytest.mark.parametrize(
+    ("message", "expected"),
+    [
+        ({"pipeline": "digits", "hyperparameters": {"lr": 5}}, "lr: 5 is greater than the maximum of 1"),
+        ({"pipeline": "digits", "sweep": {"epochs": [1, 500]}}, "sweep point 1 {'epochs': 500}"),
+        ({"pipeline": "digits", "hyperparameters": {"optimizer": "sgd"}}, "'optimizer' was unexpected"),
+        ({"pipeline": "nope", "hyperparameters": {}}, "unknown pipeline 'nope' (known pipelines: digits)"),
+        ({"pipeline": "digits", "sweep": {"lr": [0.1] * 17}}, "sweep has 17 points, over the cap of 16"),
+        ({"hyperparameters": {}}, "pipeline: Field required"),
+        ({"pipeline": "digits", "dataset_version": "v9"}, "dataset version 'v9' of pipeline digits has arrived"),
+        # Python writes and reads NaN; PostgreSQL would refuse to store it on every redelivery.
+        ({"pipeline": "digits", "hyperparameters": {"dropout": float("nan")}}, "NaN is not a JSON value"),
+    ],
+)
 def test_invalid_messages_become_dead_letters_with_reasons(deps, consumer, arrived, message, expected):
     """Bad hyperparameter messages get 2xx, no run, and a dead letter whose reason names the problem."""
     headers, body = push_request(message, "m-bad")
@@ -99,22 +110,36 @@ def test_invalid_messages_become_dead_letters_with_reasons(deps, consumer, arriv
 def test_a_bad_message_arriving_by_push_and_by_eventarc_is_one_dead_letter(deps, consumer, arrived):
     """The intake claims the messageId before validating, so the second route is a duplicate."""
     message = {"pipeline": "digits", "hyperparameters": {"lr": 5}}
-    answers = [consumer.post("/", content=body, headers=headers).json()
-               for headers, body in (push_request(message, "m-twice"), _eventarc_request(message, "m-twice"))]
+    answers = [
+        consumer.post("/", content=body, headers=headers).json()
+        for headers, body in (push_request(message, "m-twice"), _eventarc_request(message, "m-twice"))
+    ]
     assert [a["status"] for a in answers] == ["rejected", "duplicate"]
     assert "m-twice" in answers[1]["detail"]
     with deps.ledger.transaction() as tx:
         assert tx.scalar(select(func.count()).select_from(DeadLetter)) == 1
 
 
-@pytest.mark.parametrize(("headers", "body", "expected"), [
-    ({"content-type": "application/json"}, b'{"message": {"data": ', "not valid JSON"),
-    ({"content-type": "application/json"}, b'{"hello": "world"}', "neither a CloudEvent"),
-    ({"ce-specversion": "1.0", "ce-type": "com.example.unknown", "ce-source": "//x", "ce-id": "1",
-      "content-type": "application/json"}, b"{}", "does not handle events of type 'com.example.unknown'"),
-    ({"content-type": "application/json"}, b"x" * (1024 * 1024 + 1), "over the 1048576-byte limit"),
-    ({"content-type": "application/json"}, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
-])
+@pytest.mark.parametrize(
+    ("headers", "body", "expected"),
+    [
+        ({"content-type": "application/json"}, b'{"message": {"data": ', "not valid JSON"),
+        ({"content-type": "application/json"}, b'{"hello": "world"}', "neither a CloudEvent"),
+        (
+            {
+                "ce-specversion": "1.0",
+                "ce-type": "com.example.unknown",
+                "ce-source": "//x",
+                "ce-id": "1",
+                "content-type": "application/json",
+            },
+            b"{}",
+            "does not handle events of type 'com.example.unknown'",
+        ),
+        ({"content-type": "application/json"}, b"x" * (1024 * 1024 + 1), "over the 1048576-byte limit"),
+        ({"content-type": "application/json"}, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+    ],
+)
 def test_malformed_unknown_and_oversized_requests_are_kept_whole(deps, consumer, headers, body, expected):
     """Never a 5xx: malformed JSON, unknown types and bodies over 1 MiB are dead letters with the full body."""
     response = consumer.post("/", content=body, headers=headers)
@@ -132,7 +157,8 @@ def test_unknown_pipeline_replays_once_the_spec_exists(deps, consumer, listener,
     letter_id = consumer.post("/", content=body, headers=headers).json()["dead_letter_id"]
     spec = (pipelines_dir / "digits.yaml").read_text()
     (pipelines_dir / "digits-wide.yaml").write_text(
-        spec.replace("name: digits\n", "name: digits-wide\n").replace("datasets/digits/", "datasets/digits-wide/"))
+        spec.replace("name: digits\n", "name: digits-wide\n").replace("datasets/digits/", "datasets/digits-wide/")
+    )
     replay_headers = {**headers, "ctflow-replay-of": letter_id}
     still_bad = consumer.post("/", content=body, headers=replay_headers).json()
     assert still_bad["status"] == "rejected" and "no dataset version of pipeline digits-wide" in still_bad["detail"]

@@ -37,8 +37,14 @@ class Recorder:
     def __call__(self, ctx: HandlerContext) -> Outcome:
         name = ctx.event.id
         self.transactions.setdefault(name, []).append(id(ctx.tx))
-        runs.create(ctx.tx, run_id=f"digits-{name}", pipeline="digits", trigger={"kind": "test"},
-                    hyperparameters={}, service="test")
+        runs.create(
+            ctx.tx,
+            run_id=f"digits-{name}",
+            pipeline="digits",
+            trigger={"kind": "test"},
+            hyperparameters={},
+            service="test",
+        )
         if name == "hold":
             self.held.set()
             assert self.release.wait(10)
@@ -117,13 +123,14 @@ def test_a_rejected_delivery_rolls_back_only_itself(deps):
 
 
 def test_a_transient_failure_in_a_batch_is_retried_alone_and_fails_only_if_it_fails_again(deps):
-    """"flaky" fails once, in the shared transaction; alone it succeeds, and nothing is lost or doubled."""
+    """ "flaky" fails once, in the shared transaction; alone it succeeds, and nothing is lost or doubled."""
     _, outcomes = _deliver_behind_a_held_one(deps, ["a", "flaky", "c"])
     assert {o.status for o in outcomes.values()} == {"processed"}
     assert _run_ids(deps) == ["digits-a", "digits-c", "digits-flaky", "digits-hold"]
 
 
 # ---- the same over HTTP: deliveries wait for their batch on the event loop --------------------------
+
 
 def _service(recorder: Recorder, deps):  # type: ignore[no-untyped-def]
     return create_service("test-consumer", {EVENT_TYPE: recorder}, reconcilers=(), deps_factory=lambda: deps)

@@ -32,8 +32,9 @@ class FailsOn:
 
     def __call__(self, ctx: HandlerContext) -> Outcome:
         self.calls += 1
-        runs.create(ctx.tx, run_id=ctx.event.id, pipeline="digits", trigger={"kind": "test"}, hyperparameters={},
-                    service="test")
+        runs.create(
+            ctx.tx, run_id=ctx.event.id, pipeline="digits", trigger={"kind": "test"}, hyperparameters={}, service="test"
+        )
         if ctx.event.id in self.failing:
             raise ValueError(f"cannot cope with {ctx.event.id}\x00")
         return Outcome("processed")
@@ -100,6 +101,7 @@ def test_failures_that_clear_up_leave_no_dead_letter(deps):
 
 def test_a_prepare_step_failing_every_time_is_counted_the_same_way(deps):
     """A handler's read-only `prepare` (reading the bucket) runs before its transaction; it is counted too."""
+
     def unreadable(deps, event):  # type: ignore[no-untyped-def]
         raise OSError(f"cannot read the manifest of {event.id}")
 
@@ -129,6 +131,7 @@ def test_failures_are_counted_per_consumer(deps):
 
 def test_a_failing_service_answers_503_then_keeps_the_message_as_a_dead_letter(deps, consumer, monkeypatch):
     """Over HTTP, as Pub/Sub sees it: 5xx (retry) while attempts remain, then 2xx with the dead letter."""
+
     def broken(name: str):  # type: ignore[no-untyped-def]
         raise KeyError(f"pipeline index corrupt at {name}")
 
@@ -145,6 +148,7 @@ def test_a_failing_service_answers_503_then_keeps_the_message_as_a_dead_letter(d
 def test_the_database_being_unavailable_is_never_counted_against_the_event(deps):
     """A lost connection, a lock or a serialization conflict is the database's trouble: retried for as
     long as the sender retries, never a dead letter however often it happens."""
+
     def conflict(ctx: HandlerContext) -> Outcome:
         raise OperationalError("UPDATE runs …", {}, Exception("could not serialize access"))
 

@@ -23,9 +23,11 @@ EVENT_TYPE = "test.limits.v1"
 
 def _creates_a_run(run_id: str):  # type: ignore[no-untyped-def]
     def handler(ctx: HandlerContext) -> Outcome:
-        runs.create(ctx.tx, run_id=run_id, pipeline="digits", trigger={"kind": "test"}, hyperparameters={},
-                    service="test")
+        runs.create(
+            ctx.tx, run_id=run_id, pipeline="digits", trigger={"kind": "test"}, hyperparameters={}, service="test"
+        )
         return Outcome("processed")
+
     return handler
 
 
@@ -50,8 +52,12 @@ def test_over_long_ids_sources_and_types_are_dead_letters_kept_whole(deps):
     letters = _letters(deps)
     assert len(letters) == 3 and all(letter.request["body"] == "{}" for letter in letters)
     with deps.ledger.reading() as tx:
-        assert tx.scalar(select(InboxEntry).where(InboxEntry.consumer == "test-consumer",
-                                                  InboxEntry.outcome == "processed")) is None
+        assert (
+            tx.scalar(
+                select(InboxEntry).where(InboxEntry.consumer == "test-consumer", InboxEntry.outcome == "processed")
+            )
+            is None
+        )
 
 
 def test_an_over_long_message_id_is_a_dead_letter(deps, consumer):
@@ -64,8 +70,9 @@ def test_an_over_long_message_id_is_a_dead_letter(deps, consumer):
 
 def test_nul_characters_in_ids_and_sources_are_dead_letters(deps, consumer):
     """JSON can carry a NUL (\\u0000) that PostgreSQL's text cannot: refused before anything is written."""
-    structured = json.dumps({"specversion": "1.0", "type": EVENT_TYPE, "source": "//test", "id": "a\u0000b",
-                             "data": {}}).encode()
+    structured = json.dumps(
+        {"specversion": "1.0", "type": EVENT_TYPE, "source": "//test", "id": "a\u0000b", "data": {}}
+    ).encode()
     intake = Intake("test-consumer", {EVENT_TYPE: _creates_a_run("digits-ok")}, deps)
     outcome = intake.receive({"content-type": "application/cloudevents+json"}, structured)
     assert outcome.status == "rejected" and "event id contains a NUL character" in outcome.detail
@@ -85,4 +92,3 @@ def test_a_value_the_database_refuses_is_a_dead_letter_not_a_retry(deps):
         assert [letter.event_id for letter in _letters(deps)] == ["long-run"]
     else:
         assert outcome.status == "processed"
-

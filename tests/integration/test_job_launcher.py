@@ -72,6 +72,7 @@ def arrived(deps, listener, digits_folder) -> str:  # type: ignore[no-untyped-de
 
 # ---- one job per run ----------------------------------------------------------------------
 
+
 def test_three_concurrent_deliveries_of_a_request_start_one_job(deps, launcher, consumer, arrived):
     """The same training.requested pushed three times at once: one claim, one process, one training.started."""
     run_id = _request(consumer, QUICK, "m-1")
@@ -90,10 +91,16 @@ def _on_fake_vertex(deps, fake, tmp_path):  # type: ignore[no-untyped-def]
     from ctflow.settings import Settings
     from ctflow.training.vertex import VertexBackend
 
-    gcp = Settings(mode="gcp", home=tmp_path / "gcp", gcp_project="ctflow-test", bucket="ctflow-data",
-                   database_url="sqlite://", oidc_audience="https://job-launcher.example.run.app",
-                   allowed_invokers=["pusher@ctflow-test.iam.gserviceaccount.com"],
-                   vertex_api_endpoint=fake.endpoint)
+    gcp = Settings(
+        mode="gcp",
+        home=tmp_path / "gcp",
+        gcp_project="ctflow-test",
+        bucket="ctflow-data",
+        database_url="sqlite://",
+        oidc_audience="https://job-launcher.example.run.app",
+        allowed_invokers=["pusher@ctflow-test.iam.gserviceaccount.com"],
+        vertex_api_endpoint=fake.endpoint,
+    )
     return replace(deps, make_training=lambda _: VertexBackend(gcp))
 
 
@@ -114,8 +121,11 @@ def test_three_concurrent_deliveries_start_one_vertex_custom_job(deps, consumer,
         assert job["job_id"].startswith("projects/ctflow-test/locations/us-central1/customJobs/")
         assert job["output_uri"].rstrip("/") == f"gs://ctflow-data/runs/{run_id}"
         assert _emitted(deps, events.TRAINING_STARTED, run_id) == [f"training-started-{run_id}"]
-        wait_for(lambda: reconcile_jobs(on_vertex) is not None and _run(deps, run_id).job["state"] == "succeeded",
-                 timeout=90, interval=0.5)
+        wait_for(
+            lambda: reconcile_jobs(on_vertex) is not None and _run(deps, run_id).job["state"] == "succeeded",
+            timeout=90,
+            interval=0.5,
+        )
         assert len(fake.created()) == 1
 
 
@@ -150,13 +160,20 @@ def test_racing_launches_of_a_claimed_run_start_one_job(deps, launcher, consumer
 
 
 def test_a_job_created_by_a_launcher_that_died_before_recording_it_is_found_not_duplicated(
-        deps, launcher, consumer, arrived):
+    deps, launcher, consumer, arrived
+):
     """Crash between create and record: reconcile finds the job by its run label and records it."""
     run_id = _claim_without_launching(deps, consumer)
     run, spec = _run(deps, run_id), deps.pipelines.get("digits")
-    env = trainer_environment(deps.settings, run_id=run_id, pipeline="digits", dataset_uri=run.dataset["uri"],
-                              hyperparameters=run.hyperparameters, trigger_event_id=run.trigger["event_id"],
-                              image=spec.training.image)
+    env = trainer_environment(
+        deps.settings,
+        run_id=run_id,
+        pipeline="digits",
+        dataset_uri=run.dataset["uri"],
+        hyperparameters=run.hyperparameters,
+        trigger_event_id=run.trigger["event_id"],
+        image=spec.training.image,
+    )
     orphan = deps.training.launch(JobRequest(run_id, "digits", spec.training, env, {"ctflow-run-id": run_id}))
     assert reconcile_jobs(deps)["jobs_launched"] == 1
     assert _run(deps, run_id).job["job_id"] == orphan.job_id
@@ -182,8 +199,10 @@ def test_a_launch_that_keeps_failing_ends_in_a_failed_completion_with_the_error(
 
 # ---- slots, queueing and coalescing --------------------------------------------------------
 
+
 def test_concurrent_dataset_arrivals_take_one_slot_and_coalesce_into_the_newest(
-        deps, launcher, listener, digits_folder):
+    deps, launcher, listener, digits_folder
+):
     """Four arrivals delivered at once with one slot: one trains, the newest of the rest waits, two are superseded."""
     run_ids = [_arrive(deps, listener, digits_folder, f"v{i}") for i in range(1, 5)]
     requests = [_push(deps, events.DATASET_ARRIVED, run_id) for run_id in run_ids]
@@ -201,7 +220,8 @@ def test_concurrent_dataset_arrivals_take_one_slot_and_coalesce_into_the_newest(
 
 
 def test_one_slot_queues_coalesces_and_hands_on_when_the_job_completes(
-        deps, launcher, consumer, listener, digits_folder):
+    deps, launcher, consumer, listener, digits_folder
+):
     """v1 trains; v2 waits until v3 supersedes it; a hyperparameter request waits; v1's report frees v3's slot."""
     first = _arrive(deps, listener, digits_folder, "v1")
     assert _deliver(deps, launcher, events.DATASET_ARRIVED, first)["detail"] == f"run {first} is training"
@@ -228,6 +248,7 @@ def test_one_slot_queues_coalesces_and_hands_on_when_the_job_completes(
 
 # ---- retrain hyperparameters ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
 def test_a_dataset_arrival_without_a_champion_trains_with_the_spec_defaults(deps, launcher, arrived):
     """No champion: the spec's defaults, said on the run; the process gets the whole environment contract."""
@@ -237,11 +258,26 @@ def test_a_dataset_arrival_without_a_champion_trains_with_the_spec_defaults(deps
     assert run.trigger["hyperparameters_from"] == "spec defaults (no champion yet)"
     env = _process_environment(run.job)
     assert json.loads(env["CTFLOW_HYPERPARAMETERS"]) == spec.hyperparameters.defaults
-    assert {k: env[k] for k in ("CTFLOW_RUN_ID", "CTFLOW_PIPELINE", "CTFLOW_DATASET_URI", "CTFLOW_TRIGGER_EVENT_ID",
-                                "CTFLOW_JOB_ID", "MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "AIP_MODEL_DIR")} == {
-        "CTFLOW_RUN_ID": arrived, "CTFLOW_PIPELINE": "digits", "CTFLOW_DATASET_URI": run.dataset["uri"],
-        "CTFLOW_TRIGGER_EVENT_ID": run.trigger["event_id"], "CTFLOW_JOB_ID": run.job["job_id"],
-        "MLFLOW_TRACKING_URI": deps.settings.tracking_uri, "MLFLOW_EXPERIMENT_NAME": "digits",
+    assert {
+        k: env[k]
+        for k in (
+            "CTFLOW_RUN_ID",
+            "CTFLOW_PIPELINE",
+            "CTFLOW_DATASET_URI",
+            "CTFLOW_TRIGGER_EVENT_ID",
+            "CTFLOW_JOB_ID",
+            "MLFLOW_TRACKING_URI",
+            "MLFLOW_EXPERIMENT_NAME",
+            "AIP_MODEL_DIR",
+        )
+    } == {
+        "CTFLOW_RUN_ID": arrived,
+        "CTFLOW_PIPELINE": "digits",
+        "CTFLOW_DATASET_URI": run.dataset["uri"],
+        "CTFLOW_TRIGGER_EVENT_ID": run.trigger["event_id"],
+        "CTFLOW_JOB_ID": run.job["job_id"],
+        "MLFLOW_TRACKING_URI": deps.settings.tracking_uri,
+        "MLFLOW_EXPERIMENT_NAME": "digits",
         "AIP_MODEL_DIR": run.job["model_dir"],
     }
     assert env["CTFLOW_TRACEPARENT"].split("-")[1] == run.trace_id
@@ -257,8 +293,9 @@ def test_a_dataset_arrival_trains_with_the_champions_hyperparameters(deps, launc
     client = MlflowClient(deps.settings.tracking_uri, registry_uri=deps.settings.tracking_uri)
     client.create_registered_model("digits")
     champion = {"model": "cnn", "lr": 0.01, "hidden_units": 64, "epochs": 3}
-    version = client.create_model_version("digits", (tmp_path / "model").as_uri(),
-                                          tags={"ctflow.hyperparameters": json.dumps(champion)})
+    version = client.create_model_version(
+        "digits", (tmp_path / "model").as_uri(), tags={"ctflow.hyperparameters": json.dumps(champion)}
+    )
     client.set_registered_model_alias("digits", "champion", version.version)
 
     assert _deliver(deps, launcher, events.DATASET_ARRIVED, arrived)["status"] == "processed"
@@ -269,6 +306,7 @@ def test_a_dataset_arrival_trains_with_the_champions_hyperparameters(deps, launc
 
 
 # ---- jobs that end without reporting -------------------------------------------------------
+
 
 @pytest.mark.parametrize("ledger_url", ["sqlite"], indirect=True)
 def test_a_sigkilled_trainer_is_reported_failed_and_the_next_request_trains(deps, launcher, consumer, arrived):
@@ -326,16 +364,29 @@ def test_a_lost_report_is_re_emitted_by_reconcile_with_the_trainers_event_id(dep
 
 # ---- bad input -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize(("event_type", "data", "expected"), [
-    (events.TRAINING_REQUESTED, {"run_id": "digits-0000", "pipeline": "digits", "hyperparameters": {}},
-     "names run 'digits-0000', which does not exist in the ledger"),
-    (events.TRAINING_REQUESTED, {"run_id": "RUN", "pipeline": "other", "hyperparameters": {}},
-     "names pipeline 'other', which has no spec"),
-    (events.TRAINING_REQUESTED, {"run_id": "RUN", "pipeline": "digits"}, "hyperparameters: Field required"),
-    (events.TRAINING_COMPLETED, {"run_id": "digits-0000", "pipeline": "digits", "status": "failed"},
-     "names run 'digits-0000', which does not exist in the ledger"),
-    (events.DATASET_ARRIVED, {"run_id": "RUN", "pipeline": "digits"}, "dataset: Field required"),
-])
+
+@pytest.mark.parametrize(
+    ("event_type", "data", "expected"),
+    [
+        (
+            events.TRAINING_REQUESTED,
+            {"run_id": "digits-0000", "pipeline": "digits", "hyperparameters": {}},
+            "names run 'digits-0000', which does not exist in the ledger",
+        ),
+        (
+            events.TRAINING_REQUESTED,
+            {"run_id": "RUN", "pipeline": "other", "hyperparameters": {}},
+            "names pipeline 'other', which has no spec",
+        ),
+        (events.TRAINING_REQUESTED, {"run_id": "RUN", "pipeline": "digits"}, "hyperparameters: Field required"),
+        (
+            events.TRAINING_COMPLETED,
+            {"run_id": "digits-0000", "pipeline": "digits", "status": "failed"},
+            "names run 'digits-0000', which does not exist in the ledger",
+        ),
+        (events.DATASET_ARRIVED, {"run_id": "RUN", "pipeline": "digits"}, "dataset: Field required"),
+    ],
+)
 def test_bad_events_become_dead_letters_with_reasons(deps, launcher, arrived, event_type, data, expected):
     """Unknown runs and pipelines, and payloads off their schema: 200, a dead letter, nothing launched."""
     data = {k: (arrived if v == "RUN" else v) for k, v in data.items()}
@@ -353,12 +404,16 @@ def test_a_request_for_a_run_past_requested_is_a_duplicate(deps, launcher, consu
     assert _deliver(deps, launcher, events.TRAINING_REQUESTED, run_id)["status"] == "processed"
     [request] = _outbox_events(deps, events.TRAINING_REQUESTED, run_id)
     again = _deliver_event(launcher, {**request, "id": "another-id"})
-    assert again == {"status": "duplicate", "detail": f"run {run_id} is already training; nothing to launch",
-                     "run_ids": [run_id]}
+    assert again == {
+        "status": "duplicate",
+        "detail": f"run {run_id} is already training; nothing to launch",
+        "run_ids": [run_id],
+    }
     assert [p.name for p in (deps.settings.jobs_dir / run_id).iterdir()] == ["1"]
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
 
 def _arrive(deps, listener, folder: Path, version: str) -> str:  # type: ignore[no-untyped-def]
     drop_folder(folder, deps.pipelines.get("digits"), deps.blobs, version)
@@ -389,8 +444,10 @@ def _outbox_rows(deps, event_type: str, run_id: str) -> list[OutboxMessage]:  # 
 
 
 def _outbox_events(deps, event_type: str, run_id: str) -> list[dict]:  # type: ignore[no-untyped-def]
-    return [{**{k[3:]: v for k, v in r.attributes.items() if k.startswith("ce-")}, "data": json.loads(r.data)}
-            for r in _outbox_rows(deps, event_type, run_id)]
+    return [
+        {**{k[3:]: v for k, v in r.attributes.items() if k.startswith("ce-")}, "data": json.loads(r.data)}
+        for r in _outbox_rows(deps, event_type, run_id)
+    ]
 
 
 def _emitted(deps, event_type: str, run_id: str) -> list[str]:  # type: ignore[no-untyped-def]
@@ -400,8 +457,13 @@ def _emitted(deps, event_type: str, run_id: str) -> list[str]:  # type: ignore[n
 def _push(deps, event_type: str, run_id: str) -> tuple[dict[str, str], bytes]:  # type: ignore[no-untyped-def]
     """The Pub/Sub push request of the event in the outbox, as the job-launcher's subscription gets it."""
     [row] = _outbox_rows(deps, event_type, run_id)
-    body = push_envelope(row.data, row.attributes, f"msg-{row.id}", datetime.now(UTC).isoformat(),
-                         "projects/test/subscriptions/job-launcher-push")
+    body = push_envelope(
+        row.data,
+        row.attributes,
+        f"msg-{row.id}",
+        datetime.now(UTC).isoformat(),
+        "projects/test/subscriptions/job-launcher-push",
+    )
     return {"content-type": "application/json"}, body
 
 
@@ -424,12 +486,23 @@ def _deliver(deps, launcher, event_type: str, run_id: str) -> dict:  # type: ign
 def _deliver_event(launcher, structured: dict) -> dict:  # type: ignore[no-untyped-def]
     """Push a structured CloudEvent (e.g. a completion.json) in the Pub/Sub binding."""
     attrs = {k: v for k, v in structured.items() if k not in ("data", "datacontenttype")}
-    event = events.Event(type=attrs.pop("type"), source=attrs.pop("source"), id=attrs.pop("id"),
-                         subject=attrs.pop("subject", None), time=attrs.pop("time", None), data=structured["data"],
-                         extensions={k: v for k, v in attrs.items() if k != "specversion"})
+    event = events.Event(
+        type=attrs.pop("type"),
+        source=attrs.pop("source"),
+        id=attrs.pop("id"),
+        subject=attrs.pop("subject", None),
+        time=attrs.pop("time", None),
+        data=structured["data"],
+        extensions={k: v for k, v in attrs.items() if k != "specversion"},
+    )
     data, attributes = to_pubsub(event)
-    body = push_envelope(data, attributes, f"msg-{event.id}", datetime.now(UTC).isoformat(),
-                         "projects/test/subscriptions/job-launcher-push")
+    body = push_envelope(
+        data,
+        attributes,
+        f"msg-{event.id}",
+        datetime.now(UTC).isoformat(),
+        "projects/test/subscriptions/job-launcher-push",
+    )
     return launcher.post("/", content=body, headers={"content-type": "application/json"}).json()
 
 

@@ -39,11 +39,19 @@ def backend(settings: Settings):  # type: ignore[no-untyped-def]
             _wait_until_ended(backend, status.job_id)
 
 
-def request(settings: Settings, folder: Path, run_id: str, hyperparameters: dict[str, Any],
-            **training: Any) -> JobRequest:
+def request(
+    settings: Settings, folder: Path, run_id: str, hyperparameters: dict[str, Any], **training: Any
+) -> JobRequest:
     spec = load_spec(REPO_ROOT / "deploy" / "pipelines" / "digits.yaml")
-    env = trainer_environment(settings, run_id=run_id, pipeline="digits", dataset_uri=str(folder),
-                              hyperparameters=hyperparameters, trigger_event_id=f"evt-{run_id}", image="trainer")
+    env = trainer_environment(
+        settings,
+        run_id=run_id,
+        pipeline="digits",
+        dataset_uri=str(folder),
+        hyperparameters=hyperparameters,
+        trigger_event_id=f"evt-{run_id}",
+        image="trainer",
+    )
     return JobRequest(run_id, "digits", spec.training.model_copy(update=training), env, {"ctflow-run-id": run_id})
 
 
@@ -73,11 +81,16 @@ def test_a_running_job_is_found_again_by_a_launcher_that_did_not_start_it(settin
     """The launcher that started it is gone: find() still sees it running, and cancel() stops it."""
     _launch_from_another_process(settings, digits_folder, "run-orphan", LONG)
     found = backend.find("run-orphan")
-    assert (found.job_id, found.state, found.output_uri) == ("local/run-orphan/1", "running",
-                                                             str(settings.jobs_dir / "run-orphan" / "1"))
+    assert (found.job_id, found.state, found.output_uri) == (
+        "local/run-orphan/1",
+        "running",
+        str(settings.jobs_dir / "run-orphan" / "1"),
+    )
     backend.cancel(found.job_id)
-    assert (_wait_until_ended(backend, found.job_id).state, backend.status(found.job_id).error) == \
-        ("cancelled", "cancelled")
+    assert (_wait_until_ended(backend, found.job_id).state, backend.status(found.job_id).error) == (
+        "cancelled",
+        "cancelled",
+    )
     assert backend.find("run-missing") is None
 
 
@@ -123,8 +136,21 @@ def _launch_from_another_process(settings: Settings, folder: Path, run_id: str, 
         "settings = Settings(home=home, mlflow_tracking_uri=tracking)\n"
         "LocalProcessBackend(settings).launch(request(settings, Path(folder), run_id, json.loads(hp)))\n"
     )
-    subprocess.run([sys.executable, "-c", script, str(settings.home), settings.tracking_uri, str(folder), run_id,
-                    json.dumps(hyperparameters)], check=True, cwd=REPO_ROOT, timeout=60)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            script,
+            str(settings.home),
+            settings.tracking_uri,
+            str(folder),
+            run_id,
+            json.dumps(hyperparameters),
+        ],
+        check=True,
+        cwd=REPO_ROOT,
+        timeout=60,
+    )
 
 
 def _record(status: JobStatus) -> dict:

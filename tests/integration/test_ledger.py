@@ -26,8 +26,16 @@ from ctflow.topology import EVENTS_TOPIC
 
 
 def _create(tx, run_id: str) -> Run:  # type: ignore[no-untyped-def]
-    runs.create(tx, run_id=run_id, pipeline="digits", trigger={"kind": "test"}, hyperparameters={"lr": 0.1},
-                service="test", dataset_version="v1", dataset={"version": "v1"})
+    runs.create(
+        tx,
+        run_id=run_id,
+        pipeline="digits",
+        trigger={"kind": "test"},
+        hyperparameters={"lr": 0.1},
+        service="test",
+        dataset_version="v1",
+        dataset={"version": "v1"},
+    )
     return runs.get(tx, run_id)
 
 
@@ -44,14 +52,20 @@ def test_created_run_is_live_and_its_timeline_is_ordered(deps):
         run.job = {"state": "launching"}
         runs.note_event(tx, run.id, "received", _event(1), "test")
         assert [(e.kind, e.name) for e in runs.timeline(tx, run.id)] == [
-            ("state", "requested"), ("state", "queued"), ("received", events.TRAINING_REQUESTED)]
+            ("state", "requested"),
+            ("state", "queued"),
+            ("received", events.TRAINING_REQUESTED),
+        ]
     with deps.ledger.transaction() as tx:
         saved = runs.get(tx, "digits-live")
         assert (saved.state, saved.job, saved.reason) == ("queued", {"state": "launching"}, "waiting for a slot")
         assert saved.created_at is not None and saved.trace_id == run.trace_id
         timeline = runs.timeline(tx, "digits-live")
     assert [(e.kind, e.name) for e in timeline] == [
-        ("state", "requested"), ("state", "queued"), ("received", events.TRAINING_REQUESTED)]
+        ("state", "requested"),
+        ("state", "queued"),
+        ("received", events.TRAINING_REQUESTED),
+    ]
     assert timeline[1].detail == {"reason": "waiting for a slot"} and timeline[2].event_id == "e-1"
 
 
@@ -62,8 +76,9 @@ def test_deferred_rows_are_written_parents_first_and_seen_before_commit(deps):
         _create(tx, "digits-old")
     with deps.ledger.transaction() as tx:
         runs.note_event(tx, "digits-old", "received", _event(1), "test")  # queues a timeline row first
-        runs.create(tx, run_id="digits-new", pipeline="digits", trigger={"kind": "test"}, hyperparameters={},
-                    service="test")
+        runs.create(
+            tx, run_id="digits-new", pipeline="digits", trigger={"kind": "test"}, hyperparameters={}, service="test"
+        )
         assert {r.id for r in runs.listing(tx)} == {"digits-old", "digits-new"}
     with deps.ledger.transaction() as tx:
         assert [e.name for e in runs.timeline(tx, "digits-new")] == ["requested"]
@@ -75,8 +90,9 @@ def test_claiming_many_events_at_once_says_which_are_new(deps):
     with deps.ledger.transaction() as tx:
         assert inbox.claim(tx, "consumer", "//src", "held", "t", "processed")
     with deps.ledger.transaction() as tx:
-        new = inbox.claim_many(tx, "consumer", [("//src", "a", "t"), ("//src", "held", "t"), ("//src", "a", "t"),
-                                                ("//other", "a", "t")])
+        new = inbox.claim_many(
+            tx, "consumer", [("//src", "a", "t"), ("//src", "held", "t"), ("//src", "a", "t"), ("//other", "a", "t")]
+        )
     assert new == [True, False, False, True]
     with deps.ledger.transaction() as tx:
         assert all(inbox.holds(tx, "consumer", *key) for key in [("//src", "a"), ("//other", "a")])
@@ -91,15 +107,35 @@ def test_a_transaction_writes_each_table_in_one_statement_however_many_events_it
     try:
         with deps.ledger.transaction() as tx:
             for n in range(8):
-                runs.create(tx, run_id=f"digits-{n}", pipeline="digits", trigger={"kind": "test"},
-                            hyperparameters={}, service="test")
-                outbox.add(tx, EVENTS_TOPIC, Event(type=events.TRAINING_REQUESTED, source="//ctflow/test",
-                                                   id=f"e-{n}", subject=f"digits-{n}", data={"n": n}))
+                runs.create(
+                    tx,
+                    run_id=f"digits-{n}",
+                    pipeline="digits",
+                    trigger={"kind": "test"},
+                    hyperparameters={},
+                    service="test",
+                )
+                outbox.add(
+                    tx,
+                    EVENTS_TOPIC,
+                    Event(
+                        type=events.TRAINING_REQUESTED,
+                        source="//ctflow/test",
+                        id=f"e-{n}",
+                        subject=f"digits-{n}",
+                        data={"n": n},
+                    ),
+                )
     finally:
         event.remove(deps.ledger.engine, "before_cursor_execute", listener)
     written = sorted(statement for statement in inserts if statement.startswith("INSERT"))
-    assert written == ["INSERT INTO bus_deliveries", "INSERT INTO bus_messages", "INSERT INTO outbox",
-                       "INSERT INTO run_timeline", "INSERT INTO runs"]
+    assert written == [
+        "INSERT INTO bus_deliveries",
+        "INSERT INTO bus_messages",
+        "INSERT INTO outbox",
+        "INSERT INTO run_timeline",
+        "INSERT INTO runs",
+    ]
 
 
 def test_rows_written_in_one_statement_read_back_exactly(deps):
@@ -107,11 +143,28 @@ def test_rows_written_in_one_statement_read_back_exactly(deps):
     rows travel as one JSON document): any bytes, awkward text, nested JSON, NULLs, aware datetimes."""
     awkward = 'quote\' "double" back\\slash\nnew line, tab\t, {braces}, [x], 日本語, emoji 🚀'
     written_at = datetime(2026, 3, 4, 5, 6, 7, 890123, tzinfo=timezone(timedelta(hours=-5)))
-    rows = [dict(topic=awkward, event_id="e-1", event_type="t", data=bytes(range(256)) + b"\\x00",
-                 attributes={"nested": {"list": [1, 2.5, None, True, awkward]}, "empty": {}},
-                 created_at=written_at, sent_at=None, attempts=3),
-            dict(topic="plain", event_id="e-2", event_type="t", data=b"", attributes={}, created_at=written_at,
-                 sent_at=written_at, attempts=0)]
+    rows = [
+        dict(
+            topic=awkward,
+            event_id="e-1",
+            event_type="t",
+            data=bytes(range(256)) + b"\\x00",
+            attributes={"nested": {"list": [1, 2.5, None, True, awkward]}, "empty": {}},
+            created_at=written_at,
+            sent_at=None,
+            attempts=3,
+        ),
+        dict(
+            topic="plain",
+            event_id="e-2",
+            event_type="t",
+            data=b"",
+            attributes={},
+            created_at=written_at,
+            sent_at=written_at,
+            attempts=0,
+        ),
+    ]
     with deps.ledger.transaction() as tx:
         ids = dict(insert_many(tx, OutboxMessage.__table__, rows, returning=("event_id", "id")))
     with deps.ledger.reading() as tx:
@@ -257,8 +310,9 @@ def test_concurrent_publishers_on_an_outside_bus_each_have_their_rows_marked_onc
         sent = list(pool.map(relay.publish_written, batches))
     assert sum(sent) == 11 and sorted(bus.published) == sorted(f"e-{n}" for n in range(12) if n != 5)
     with deps.ledger.transaction() as tx:
-        settled = {m.event_id: (m.sent_at is not None, m.attempts, m.last_error)
-                   for m in tx.scalars(select(OutboxMessage))}
+        settled = {
+            m.event_id: (m.sent_at is not None, m.attempts, m.last_error) for m in tx.scalars(select(OutboxMessage))
+        }
     assert settled.pop("e-5")[:2] == (False, 1)
     assert set(settled.values()) == {(True, 1, None)}
 

@@ -53,14 +53,22 @@ def make_key(kid: str) -> Key:
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "securetoken.test")])
     now = dt.datetime.now(dt.UTC)
-    certificate = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-                   .public_key(private.public_key()).serial_number(x509.random_serial_number())
-                   .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=1))
-                   .sign(private, hashes.SHA256()))
-    pem = private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
-    return Key(kid, crypt.RSASigner.from_string(pem, key_id=kid),
-               certificate.public_bytes(serialization.Encoding.PEM).decode())
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(private.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(days=1))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .sign(private, hashes.SHA256())
+    )
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return Key(
+        kid, crypt.RSASigner.from_string(pem, key_id=kid), certificate.public_bytes(serialization.Encoding.PEM).decode()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -121,8 +129,16 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 def claims(**overrides: Any) -> dict[str, Any]:
     """What a Google-minted ID token for a service account carries."""
     now = int(time.time())
-    base = {"iss": "https://accounts.google.com", "aud": AUDIENCE, "azp": "1234567890", "sub": "1234567890",
-            "email": INVOKER, "email_verified": True, "iat": now, "exp": now + 3600}
+    base = {
+        "iss": "https://accounts.google.com",
+        "aud": AUDIENCE,
+        "azp": "1234567890",
+        "sub": "1234567890",
+        "email": INVOKER,
+        "email_verified": True,
+        "iat": now,
+        "exp": now + 3600,
+    }
     return {k: v for k, v in {**base, **overrides}.items() if v is not None}
 
 
@@ -140,9 +156,11 @@ def rejects(verifier: GoogleOidcVerifier, headers: dict[str, str], match: str) -
     return message
 
 
-@pytest.mark.parametrize("overrides", [{}, {"iss": "accounts.google.com"}, {"aud": EVENTARC_AUDIENCE},
-                                       {"iat": int(time.time()) + 30}],
-                         ids=["plain", "bare-issuer", "second-audience", "iat-within-clock-skew"])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"iss": "accounts.google.com"}, {"aud": EVENTARC_AUDIENCE}, {"iat": int(time.time()) + 30}],
+    ids=["plain", "bare-issuer", "second-audience", "iat-within-clock-skew"],
+)
 def test_valid_token_from_an_allowed_account_is_accepted(verifier, keys, overrides):
     verifier(bearer(keys["google"].sign(claims(**overrides))))
     verifier({"authorization": f"bearer  {keys['google'].sign(claims(**overrides))} "})  # case, spaces
@@ -153,24 +171,41 @@ def _expired() -> dict[str, Any]:
     return claims(iat=now - 7200, exp=now - 3600)
 
 
-@pytest.mark.parametrize(("token", "match"), [
-    (lambda k: k["google"].sign(claims(aud="https://other-service.run.app")), "wrong audience"),
-    (lambda k: k["google"].sign(claims(email=OTHER_ACCOUNT)), f"'{OTHER_ACCOUNT}' is not an allowed invoker"),
-    (lambda k: k["google"].sign(claims(email=None)), "None is not an allowed invoker"),
-    (lambda k: k["google"].sign(claims(email_verified=False)), "no verified e-mail"),
-    (lambda k: k["google"].sign(claims(email_verified="false")), "no verified e-mail"),
-    (lambda k: k["google"].sign(claims(email_verified=None)), "no verified e-mail"),
-    (lambda k: k["google"].sign(_expired()), "expired"),
-    (lambda k: k["google"].sign(claims(iat=int(time.time()) + 600)), "too early"),
-    (lambda k: k["google"].sign(claims(exp=None)), "required claim exp"),
-    (lambda k: k["google"].sign(claims(iss="https://evil.example.com")), "issuer 'https://evil.example.com'"),
-    (lambda k: k["google"].sign(claims(iss=None)), "issuer None"),
-    (lambda k: k["stranger"].sign(claims()), "Could not verify token signature"),
-    (lambda k: k["rotated"].sign(claims()), "key id kid-2 not found"),
-    (lambda k: k["google"].sign(claims(), kid="kid-unknown"), "key id kid-unknown not found"),
-], ids=["wrong-audience", "not-allowed-account", "no-email", "email-not-verified", "email-verified-string-false",
-        "no-email-verified", "expired", "issued-in-the-future", "no-exp", "wrong-issuer", "no-issuer",
-        "bad-signature", "unpublished-key", "unknown-kid"])
+@pytest.mark.parametrize(
+    ("token", "match"),
+    [
+        (lambda k: k["google"].sign(claims(aud="https://other-service.run.app")), "wrong audience"),
+        (lambda k: k["google"].sign(claims(email=OTHER_ACCOUNT)), f"'{OTHER_ACCOUNT}' is not an allowed invoker"),
+        (lambda k: k["google"].sign(claims(email=None)), "None is not an allowed invoker"),
+        (lambda k: k["google"].sign(claims(email_verified=False)), "no verified e-mail"),
+        (lambda k: k["google"].sign(claims(email_verified="false")), "no verified e-mail"),
+        (lambda k: k["google"].sign(claims(email_verified=None)), "no verified e-mail"),
+        (lambda k: k["google"].sign(_expired()), "expired"),
+        (lambda k: k["google"].sign(claims(iat=int(time.time()) + 600)), "too early"),
+        (lambda k: k["google"].sign(claims(exp=None)), "required claim exp"),
+        (lambda k: k["google"].sign(claims(iss="https://evil.example.com")), "issuer 'https://evil.example.com'"),
+        (lambda k: k["google"].sign(claims(iss=None)), "issuer None"),
+        (lambda k: k["stranger"].sign(claims()), "Could not verify token signature"),
+        (lambda k: k["rotated"].sign(claims()), "key id kid-2 not found"),
+        (lambda k: k["google"].sign(claims(), kid="kid-unknown"), "key id kid-unknown not found"),
+    ],
+    ids=[
+        "wrong-audience",
+        "not-allowed-account",
+        "no-email",
+        "email-not-verified",
+        "email-verified-string-false",
+        "no-email-verified",
+        "expired",
+        "issued-in-the-future",
+        "no-exp",
+        "wrong-issuer",
+        "no-issuer",
+        "bad-signature",
+        "unpublished-key",
+        "unknown-kid",
+    ],
+)
 def test_bad_tokens_are_unauthorized(verifier, keys, token, match):
     rejects(verifier, bearer(token(keys)), match)
 
@@ -182,25 +217,45 @@ def test_a_tampered_payload_fails_the_signature_check(verifier, keys):
 
 
 def test_unsigned_tokens_are_unauthorized(verifier):
-    unsigned = b".".join(jwt._helpers.unpadded_urlsafe_b64encode(json.dumps(part).encode())
-                         for part in ({"alg": "none", "typ": "JWT"}, claims())) + b"."
+    unsigned = (
+        b".".join(
+            jwt._helpers.unpadded_urlsafe_b64encode(json.dumps(part).encode())
+            for part in ({"alg": "none", "typ": "JWT"}, claims())
+        )
+        + b"."
+    )
     rejects(verifier, bearer(unsigned.decode()), "Unsupported signature algorithm none")
 
 
-@pytest.mark.parametrize(("headers", "match"), [
-    ({}, "missing bearer token"),
-    ({"Authorization": ""}, "missing bearer token"),
-    ({"Authorization": "Bearer"}, "missing bearer token"),
-    ({"Authorization": "Bearer   "}, "missing bearer token"),
-    ({"Authorization": "Basic dXNlcjpwYXNzd29yZA=="}, "missing bearer token"),
-    ({"Authorization": "eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl"}, "missing bearer token"),
-    ({"Authorization": "Bearer not-a-jwt-but-a-long-secret"}, "^malformed bearer token$"),
-    ({"Authorization": "Bearer only.twosegments-secret"}, "^malformed bearer token$"),
-    ({"Authorization": "Bearer eyJub3QganNvbg.eyJzZWNyZXQiOiAic2VjcmV0In0.c2ln"}, "^malformed bearer token$"),
-    ({"Authorization": "Bearer W10.W10.c2ln"}, "^malformed bearer token$"),  # JSON, but not objects
-    ({"Authorization": "Bearer !!!.@@@.###"}, "^malformed bearer token$"),
-], ids=["absent", "empty", "bearer-alone", "bearer-blank", "basic", "no-scheme", "no-dots", "two-segments",
-        "header-not-json", "segments-not-objects", "not-base64"])
+@pytest.mark.parametrize(
+    ("headers", "match"),
+    [
+        ({}, "missing bearer token"),
+        ({"Authorization": ""}, "missing bearer token"),
+        ({"Authorization": "Bearer"}, "missing bearer token"),
+        ({"Authorization": "Bearer   "}, "missing bearer token"),
+        ({"Authorization": "Basic dXNlcjpwYXNzd29yZA=="}, "missing bearer token"),
+        ({"Authorization": "eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl"}, "missing bearer token"),
+        ({"Authorization": "Bearer not-a-jwt-but-a-long-secret"}, "^malformed bearer token$"),
+        ({"Authorization": "Bearer only.twosegments-secret"}, "^malformed bearer token$"),
+        ({"Authorization": "Bearer eyJub3QganNvbg.eyJzZWNyZXQiOiAic2VjcmV0In0.c2ln"}, "^malformed bearer token$"),
+        ({"Authorization": "Bearer W10.W10.c2ln"}, "^malformed bearer token$"),  # JSON, but not objects
+        ({"Authorization": "Bearer !!!.@@@.###"}, "^malformed bearer token$"),
+    ],
+    ids=[
+        "absent",
+        "empty",
+        "bearer-alone",
+        "bearer-blank",
+        "basic",
+        "no-scheme",
+        "no-dots",
+        "two-segments",
+        "header-not-json",
+        "segments-not-objects",
+        "not-base64",
+    ],
+)
 def test_missing_or_garbled_authorization_is_unauthorized(verifier, certs, headers, match):
     rejects(verifier, headers, match)
     assert certs.fetches == 0, "a request without a parsable token must not make us fetch certificates"
@@ -247,12 +302,17 @@ def test_a_verifier_without_an_audience_is_refused(audience):
 
 
 def test_service_in_gcp_auth_mode_needs_a_valid_token_on_post_but_not_on_healthz(
-        tmp_path: Path, pipelines_dir: Path, digits_folder: Path, verifier, keys, certs):
+    tmp_path: Path, pipelines_dir: Path, digits_folder: Path, verifier, keys, certs
+):
     """dataset-listener over real HTTP, its Dependencies authenticating as in gcp mode."""
     from dataset_listener import app as listener
 
-    settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-                        pipelines_dir=pipelines_dir, outbox_grace_seconds=0)
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        pipelines_dir=pipelines_dir,
+        outbox_grace_seconds=0,
+    )
     embedded = bootstrap.build(settings)
     deps = replace(embedded, authenticate=verifier)
     drop_folder(digits_folder, deps.pipelines.get("digits"), deps.blobs, "v1")
@@ -267,10 +327,13 @@ def test_service_in_gcp_auth_mode_needs_a_valid_token_on_post_but_not_on_healthz
             assert answer.status_code == 503, answer.text
             certs.status = 200
 
-            for attempt in [{}, {"Authorization": "Bearer garbage"},
-                            bearer(keys["google"].sign(claims(aud="https://other.run.app"))),
-                            bearer(keys["google"].sign(claims(email=OTHER_ACCOUNT))),
-                            bearer(keys["stranger"].sign(claims()))]:
+            for attempt in [
+                {},
+                {"Authorization": "Bearer garbage"},
+                bearer(keys["google"].sign(claims(aud="https://other.run.app"))),
+                bearer(keys["google"].sign(claims(email=OTHER_ACCOUNT))),
+                bearer(keys["stranger"].sign(claims())),
+            ]:
                 answer = http.post("/", content=body, headers={**headers, **attempt})
                 assert answer.status_code == 401, answer.text
                 assert "error" in answer.json()

@@ -48,10 +48,18 @@ def fake(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeJobService]:
 @pytest.fixture(scope="module")
 def backend(fake: FakeJobService, tmp_path_factory: pytest.TempPathFactory) -> VertexBackend:
     settings = Settings(
-        mode="gcp", home=tmp_path_factory.mktemp("home"), gcp_project=PROJECT, gcp_region=REGION, bucket=BUCKET,
-        database_url="sqlite://", allowed_invokers=[f"invoker@{PROJECT}.iam.gserviceaccount.com"],
+        mode="gcp",
+        home=tmp_path_factory.mktemp("home"),
+        gcp_project=PROJECT,
+        gcp_region=REGION,
+        bucket=BUCKET,
+        database_url="sqlite://",
+        allowed_invokers=[f"invoker@{PROJECT}.iam.gserviceaccount.com"],
         oidc_audience="https://job-launcher.example.run.app",
-        vertex_api_endpoint=fake.endpoint, images={"trainer": TRAINER_IMAGE}, trainer_service_account=TRAINER_SA)
+        vertex_api_endpoint=fake.endpoint,
+        images={"trainer": TRAINER_IMAGE},
+        trainer_service_account=TRAINER_SA,
+    )
     return VertexBackend(settings)
 
 
@@ -66,16 +74,23 @@ def new_run_id() -> str:
     return f"digits-{uuid.uuid4().hex[:16]}"
 
 
-def trainer_env(backend: VertexBackend, run_id: str, dataset_uri: str, tracking_uri: str,
-                epochs: int = 3) -> dict[str, str]:
+def trainer_env(
+    backend: VertexBackend, run_id: str, dataset_uri: str, tracking_uri: str, epochs: int = 3
+) -> dict[str, str]:
     """The environment the job launcher gives the run's trainer (ctflow.training.environment).
 
     Without the Pub/Sub report address: no emulator here, the tests read completion.json.
     """
     settings = backend.settings.model_copy(update={"mlflow_tracking_uri": tracking_uri})
-    env = trainer_environment(settings, run_id=run_id, pipeline="digits", dataset_uri=dataset_uri,
-                              hyperparameters={"epochs": epochs, "patience": 50}, trigger_event_id=f"evt-{run_id}",
-                              image="trainer")
+    env = trainer_environment(
+        settings,
+        run_id=run_id,
+        pipeline="digits",
+        dataset_uri=dataset_uri,
+        hyperparameters={"epochs": epochs, "patience": 50},
+        trigger_event_id=f"evt-{run_id}",
+        image="trainer",
+    )
     env.pop("CTFLOW_REPORT_URI")
     return {**env, "CTFLOW_TORCH_THREADS": "1"}
 
@@ -86,12 +101,16 @@ def request(run_id: str, training: TrainingSpec, env: dict[str, str] | None = No
 
 def command(code: str) -> TrainingSpec:
     """A job whose container runs a line of Python instead of the trainer, on a CPU machine."""
-    return TrainingSpec(image="trainer", entrypoint=["python", "-c", code],
-                        machine=MachineSpec(type="n1-standard-4", accelerator_type=None, accelerator_count=0))
+    return TrainingSpec(
+        image="trainer",
+        entrypoint=["python", "-c", code],
+        machine=MachineSpec(type="n1-standard-4", accelerator_type=None, accelerator_count=0),
+    )
 
 
-def poll_until_ended(backend: VertexBackend, fake: FakeJobService, job_id: str,
-                     timeout: float = 180) -> tuple[list[str], JobStatus]:
+def poll_until_ended(
+    backend: VertexBackend, fake: FakeJobService, job_id: str, timeout: float = 180
+) -> tuple[list[str], JobStatus]:
     """Poll the job as reconcile does; returns the states seen, in order, and the final status."""
     seen: list[str] = []
     deadline = time.monotonic() + timeout
@@ -120,12 +139,19 @@ def created_for(fake: FakeJobService, run_id: str) -> list[dict[str, Any]]:
 
 
 def test_launch_creates_the_custom_job_the_spec_and_request_describe(
-        fake: FakeJobService, backend: VertexBackend, digits: PipelineSpec) -> None:
+    fake: FakeJobService, backend: VertexBackend, digits: PipelineSpec
+) -> None:
     """Machine, T4 accelerator, spot, timeout, built image, command, env, labels, identity and output are sent."""
     run_id = new_run_id()
-    env = trainer_environment(backend.settings, run_id=run_id, pipeline="digits",
-                              dataset_uri=f"gs://{BUCKET}/datasets/digits/v1/", hyperparameters={"lr": 0.01},
-                              trigger_event_id="evt-1", image="trainer")
+    env = trainer_environment(
+        backend.settings,
+        run_id=run_id,
+        pipeline="digits",
+        dataset_uri=f"gs://{BUCKET}/datasets/digits/v1/",
+        hyperparameters={"lr": 0.01},
+        trigger_event_id="evt-1",
+        image="trainer",
+    )
     status = backend.launch(request(run_id, digits.training, env))
     backend.cancel(status.job_id)  # only the request matters here: stop the job before its worker starts
 
@@ -137,13 +163,21 @@ def test_launch_creates_the_custom_job_the_spec_and_request_describe(
         "displayName": f"ctflow-{run_id}",
         "labels": {"ctflow-run-id": run_id, "ctflow-pipeline": "digits"},
         "jobSpec": {
-            "workerPoolSpecs": [{
-                "replicaCount": "1",
-                "machineSpec": {"machineType": "n1-standard-4", "acceleratorType": "NVIDIA_TESLA_T4",
-                                "acceleratorCount": 1},
-                "containerSpec": {"imageUri": TRAINER_IMAGE, "command": ["python", "-m", "ctflow_trainer"],
-                                  "env": [{"name": k, "value": v} for k, v in env.items()]},
-            }],
+            "workerPoolSpecs": [
+                {
+                    "replicaCount": "1",
+                    "machineSpec": {
+                        "machineType": "n1-standard-4",
+                        "acceleratorType": "NVIDIA_TESLA_T4",
+                        "acceleratorCount": 1,
+                    },
+                    "containerSpec": {
+                        "imageUri": TRAINER_IMAGE,
+                        "command": ["python", "-m", "ctflow_trainer"],
+                        "env": [{"name": k, "value": v} for k, v in env.items()],
+                    },
+                }
+            ],
             "scheduling": {"timeout": "3600s", "restartJobOnWorkerRestart": True, "strategy": "SPOT"},
             "serviceAccount": TRAINER_SA,
             "baseOutputDirectory": {"outputUriPrefix": f"gs://{BUCKET}/runs/{run_id}/"},
@@ -161,13 +195,17 @@ def test_launch_creates_the_custom_job_the_spec_and_request_describe(
 
 
 def test_a_cpu_machine_has_no_accelerator_and_the_spec_service_account_wins(
-        fake: FakeJobService, backend: VertexBackend) -> None:
+    fake: FakeJobService, backend: VertexBackend
+) -> None:
     """accelerator_count 0 sends no accelerator; not spot sends no strategy; the spec's account beats the default."""
     run_id = new_run_id()
-    training = TrainingSpec(image="registry.example/other:1", entrypoint=["python", "-c", "pass"],
-                            machine=MachineSpec(type="e2-standard-8", accelerator_type="NVIDIA_TESLA_T4",
-                                                accelerator_count=0, spot=False),
-                            timeout_seconds=600, service_account="special@ctflow-test.iam.gserviceaccount.com")
+    training = TrainingSpec(
+        image="registry.example/other:1",
+        entrypoint=["python", "-c", "pass"],
+        machine=MachineSpec(type="e2-standard-8", accelerator_type="NVIDIA_TESLA_T4", accelerator_count=0, spot=False),
+        timeout_seconds=600,
+        service_account="special@ctflow-test.iam.gserviceaccount.com",
+    )
     backend.launch(request(run_id, training))
 
     [job] = created_for(fake, run_id)
@@ -200,8 +238,8 @@ def test_looking_up_before_launching_gives_one_job_per_run(fake: FakeJobService,
 
 
 def test_a_trainer_job_is_polled_to_success_and_leaves_its_completion(
-        fake: FakeJobService, backend: VertexBackend, digits: PipelineSpec, digits_folder: Path,
-        mlflow_uri: str) -> None:
+    fake: FakeJobService, backend: VertexBackend, digits: PipelineSpec, digits_folder: Path, mlflow_uri: str
+) -> None:
     """The real trainer, 3 epochs: pending -> running -> succeeded, completion.json and model in AIP_MODEL_DIR."""
     from mlflow import MlflowClient
 
@@ -222,8 +260,8 @@ def test_a_trainer_job_is_polled_to_success_and_leaves_its_completion(
 
 
 def test_a_restarted_job_resumes_from_its_last_checkpoint(
-        fake: FakeJobService, backend: VertexBackend, digits: PipelineSpec, digits_folder: Path,
-        mlflow_uri: str) -> None:
+    fake: FakeJobService, backend: VertexBackend, digits: PipelineSpec, digits_folder: Path, mlflow_uri: str
+) -> None:
     """The worker is killed after a checkpoint and started again (a preemption): it resumes and succeeds."""
     from mlflow import MlflowClient
 
@@ -248,8 +286,8 @@ def test_a_restarted_job_resumes_from_its_last_checkpoint(
 
 
 def test_a_failing_job_ends_failed_with_the_reason(
-        fake: FakeJobService, backend: VertexBackend, digits: PipelineSpec, mlflow_uri: str,
-        tmp_path: Path) -> None:
+    fake: FakeJobService, backend: VertexBackend, digits: PipelineSpec, mlflow_uri: str, tmp_path: Path
+) -> None:
     """A bad dataset URI: the trainer reports why and exits 1; Vertex's failure names the exit status."""
     run_id = new_run_id()
     missing = tmp_path / "no-such-dataset"
@@ -263,8 +301,7 @@ def test_a_failing_job_ends_failed_with_the_reason(
     assert data["status"] == "failed" and "no-such-dataset" in data["error"]
 
 
-def test_cancel_stops_a_running_job_and_leaves_an_ended_one_alone(
-        fake: FakeJobService, backend: VertexBackend) -> None:
+def test_cancel_stops_a_running_job_and_leaves_an_ended_one_alone(fake: FakeJobService, backend: VertexBackend) -> None:
     run_id = new_run_id()
     status = backend.launch(request(run_id, command("import time; time.sleep(60)")))
     wait_for(lambda: backend.status(status.job_id).state == "running", timeout=30)
@@ -296,8 +333,9 @@ def test_transient_api_errors_surface_and_reads_are_retried(fake: FakeJobService
 
 def test_a_job_vertex_refuses_raises_job_refused(fake: FakeJobService, backend: VertexBackend) -> None:
     """An accelerator the machine cannot take (Vertex says 400) or one Vertex does not know is refused for good."""
-    a100_on_n1 = command("pass").model_copy(update={"machine": MachineSpec(
-        type="n1-standard-4", accelerator_type="NVIDIA_TESLA_A100", accelerator_count=1)})
+    a100_on_n1 = command("pass").model_copy(
+        update={"machine": MachineSpec(type="n1-standard-4", accelerator_type="NVIDIA_TESLA_A100", accelerator_count=1)}
+    )
     with pytest.raises(JobRefused, match="cannot take accelerator NVIDIA_TESLA_A100"):
         backend.launch(request(new_run_id(), a100_on_n1))
 
@@ -324,8 +362,11 @@ def test_an_expired_job_is_failed_as_timed_out() -> None:
 
     from ctflow.training.vertex import job_status
 
-    job = types.CustomJob(name="projects/p/locations/l/customJobs/1", state=types.JobState.JOB_STATE_EXPIRED,
-                          job_spec=types.CustomJobSpec(scheduling=types.Scheduling(timeout={"seconds": 600})))
+    job = types.CustomJob(
+        name="projects/p/locations/l/customJobs/1",
+        state=types.JobState.JOB_STATE_EXPIRED,
+        job_spec=types.CustomJobSpec(scheduling=types.Scheduling(timeout={"seconds": 600})),
+    )
     status = job_status(job)
     assert status.state == "failed" and status.ended
     assert status.error == "timed out (the job's timeout is 600 s)"

@@ -31,8 +31,14 @@ def test_binary_mode_roundtrip():
 
 def test_structured_mode():
     """application/cloudevents+json decodes the same event."""
-    body = json.dumps({"specversion": "1.0", **{k: v for k, v in EVENT.attributes().items() if k != "specversion"},
-                       "datacontenttype": "application/json", "data": EVENT.data}).encode()
+    body = json.dumps(
+        {
+            "specversion": "1.0",
+            **{k: v for k, v in EVENT.attributes().items() if k != "specversion"},
+            "datacontenttype": "application/json",
+            "data": EVENT.data,
+        }
+    ).encode()
     decoded = decode_request({"Content-Type": "application/cloudevents+json"}, body)
     assert decoded.id == EVENT.id and decoded.data == EVENT.data
 
@@ -53,15 +59,29 @@ def test_plain_pushed_message_becomes_message_published_event():
     assert pubsub_message_data(decoded) == (b'{"pipeline": "digits"}', {"k": "v"}, "777")
 
 
-@pytest.mark.parametrize(("headers", "body", "fragment"), [
-    ({}, b"{not json", "not valid JSON"),
-    ({}, b"[]", "neither a CloudEvent"),
-    ({}, json.dumps({"message": {"data": "***", "messageId": "1"}}).encode(), "base64"),
-    ({}, json.dumps({"message": {"data": ""}}).encode(), "messageId"),
-    ({"ce-specversion": "1.0", "ce-type": "t", "ce-id": "1"}, b"{}", "invalid CloudEvent"),
-    ({}, json.dumps({"message": {"messageId": "1", "attributes": {"ce-specversion": "1.0", "ce-type": "t"},
-                                 "data": base64.b64encode(b"{}").decode()}}).encode(), "source, id"),
-])
+@pytest.mark.parametrize(
+    ("headers", "body", "fragment"),
+    [
+        ({}, b"{not json", "not valid JSON"),
+        ({}, b"[]", "neither a CloudEvent"),
+        ({}, json.dumps({"message": {"data": "***", "messageId": "1"}}).encode(), "base64"),
+        ({}, json.dumps({"message": {"data": ""}}).encode(), "messageId"),
+        ({"ce-specversion": "1.0", "ce-type": "t", "ce-id": "1"}, b"{}", "invalid CloudEvent"),
+        (
+            {},
+            json.dumps(
+                {
+                    "message": {
+                        "messageId": "1",
+                        "attributes": {"ce-specversion": "1.0", "ce-type": "t"},
+                        "data": base64.b64encode(b"{}").decode(),
+                    }
+                }
+            ).encode(),
+            "source, id",
+        ),
+    ],
+)
 def test_malformed_requests_say_why(headers, body, fragment):
     """Each malformation raises MalformedRequest with a readable reason."""
     with pytest.raises(MalformedRequest, match=fragment):
@@ -77,14 +97,19 @@ def test_traceparent_carries_the_run_trace():
 _NAN_DATA = b'{"lr": NaN}'
 
 
-@pytest.mark.parametrize(("headers", "body"), [
-    ({}, b'{"message": {"data": "", "messageId": "1"}, "subscription": "s", "x": Infinity}'),  # push envelope
-    ({}, b'{"message": {"data": "", "messageId": "1"}, "subscription": "s", "x": 1e400}'),
-    ({**to_http_binary(EVENT)[0]}, _NAN_DATA),  # binary mode data
-    ({"content-type": "application/cloudevents+json"},  # structured mode: the CloudEvents library parses it
-     b'{"specversion": "1.0", "type": "t", "source": "//s", "id": "1", "data": {"lr": NaN}}'),
-    ({}, push_envelope(_NAN_DATA, to_pubsub(EVENT)[1], "1", "t", "projects/p/subscriptions/s")),  # Pub/Sub binding
-])
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({}, b'{"message": {"data": "", "messageId": "1"}, "subscription": "s", "x": Infinity}'),  # push envelope
+        ({}, b'{"message": {"data": "", "messageId": "1"}, "subscription": "s", "x": 1e400}'),
+        ({**to_http_binary(EVENT)[0]}, _NAN_DATA),  # binary mode data
+        (
+            {"content-type": "application/cloudevents+json"},  # structured mode: the CloudEvents library parses it
+            b'{"specversion": "1.0", "type": "t", "source": "//s", "id": "1", "data": {"lr": NaN}}',
+        ),
+        ({}, push_envelope(_NAN_DATA, to_pubsub(EVENT)[1], "1", "t", "projects/p/subscriptions/s")),  # Pub/Sub binding
+    ],
+)
 def test_values_json_has_not_are_malformed_whatever_the_delivery_form(headers, body):
     """Python would read NaN, Infinity and 1e400; PostgreSQL's json type would not store them, so such an event
     would fail its transaction on every redelivery. It is refused as malformed: a dead letter."""
@@ -102,8 +127,9 @@ def test_hyperparameter_message_data_is_parsed_as_strictly():
 _DEEP = b"[" * 100_000 + b"]" * 100_000  # under the 1 MiB body limit
 
 
-@pytest.mark.parametrize("headers", [{}, {"content-type": "application/cloudevents+json"},
-                                     {**to_http_binary(EVENT)[0]}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"content-type": "application/cloudevents+json"}, {**to_http_binary(EVENT)[0]}]
+)
 def test_json_nested_too_deeply_is_malformed_not_a_crash(headers):
     """Python's decoder gives up with RecursionError, which is no ValueError: left alone it was a 503 each time."""
     with pytest.raises(MalformedRequest, match="nested too deeply"):

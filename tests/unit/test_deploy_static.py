@@ -47,8 +47,24 @@ PROPOSED_SETTINGS = {
 }
 
 DOCKERFILE_INSTRUCTIONS = {
-    "FROM", "RUN", "CMD", "LABEL", "MAINTAINER", "EXPOSE", "ENV", "ADD", "COPY", "ENTRYPOINT",
-    "VOLUME", "USER", "WORKDIR", "ARG", "ONBUILD", "STOPSIGNAL", "HEALTHCHECK", "SHELL",
+    "FROM",
+    "RUN",
+    "CMD",
+    "LABEL",
+    "MAINTAINER",
+    "EXPOSE",
+    "ENV",
+    "ADD",
+    "COPY",
+    "ENTRYPOINT",
+    "VOLUME",
+    "USER",
+    "WORKDIR",
+    "ARG",
+    "ONBUILD",
+    "STOPSIGNAL",
+    "HEALTHCHECK",
+    "SHELL",
 }
 
 
@@ -80,8 +96,7 @@ def container(manifest: dict) -> dict:
 
 
 def env_of(manifest: dict) -> dict[str, Any]:
-    return {e["name"]: e.get("value", e.get("valueFrom"))
-            for e in container(manifest).get("env", [])}
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(manifest).get("env", [])}
 
 
 def lit(value: Any) -> Any:
@@ -127,8 +142,11 @@ def tf_variable_default(name: str) -> Any:
 
 def tf_map(value: dict) -> dict[str, Any]:
     """An HCL object literal with its keys and string values unquoted, one level deep."""
-    return {lit(k): ({lit(kk): lit(vv) for kk, vv in v.items()} if isinstance(v, dict) else lit(v))
-            for k, v in value.items() if not k.startswith("__")}
+    return {
+        lit(k): ({lit(kk): lit(vv) for kk, vv in v.items()} if isinstance(v, dict) else lit(v))
+        for k, v in value.items()
+        if not k.startswith("__")
+    }
 
 
 def expected_subscriptions() -> dict[str, topology.Subscription]:
@@ -214,11 +232,15 @@ def test_only_the_service_that_loads_models_carries_torch():
     """The completion-handler evaluates models in-process (train: torch); the job-launcher only
     reads MLflow (registry: mlflow-skinny); the rest need neither. Every extra exists."""
     extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
-    wanted = {service: set(artifact["docker"]["buildArgs"]["EXTRAS"].split(","))
-              for service, artifact in artifacts().items() if service in topology.SERVICES}
+    wanted = {
+        service: set(artifact["docker"]["buildArgs"]["EXTRAS"].split(","))
+        for service, artifact in artifacts().items()
+        if service in topology.SERVICES
+    }
     assert all(service_extras <= set(extras) for service_extras in wanted.values())
-    assert {service for service, service_extras in wanted.items() if "train" in service_extras} == \
-        {topology.COMPLETION_HANDLER}
+    assert {service for service, service_extras in wanted.items() if "train" in service_extras} == {
+        topology.COMPLETION_HANDLER
+    }
     assert "registry" in wanted[topology.JOB_LAUNCHER]
     assert any(r.startswith("mlflow-skinny") for r in extras["registry"])
     assert not any(r.startswith(("torch", "mlflow>", "mlflow=", "numpy")) for r in extras["registry"])
@@ -301,9 +323,15 @@ def test_manifest_env_is_accepted_by_gcp_settings(name, monkeypatch):
     unknown = {k for k in env if k.startswith("CTFLOW_")} - fields - PROPOSED_SETTINGS
     assert not unknown, f"{name}: not ctflow settings (typo?): {sorted(unknown)}"
 
-    filled = {"PROJECT_ID": "demo", "PROJECT_NUMBER": "123", "REGION": "us-central1",
-              "BUCKET": "demo-ctflow", "SQL_CONNECTION_NAME": "demo:us-central1:ctflow-ledger",
-              "IMAGE_REPO": "r", "TRAINER_IMAGE": "t"}
+    filled = {
+        "PROJECT_ID": "demo",
+        "PROJECT_NUMBER": "123",
+        "REGION": "us-central1",
+        "BUCKET": "demo-ctflow",
+        "SQL_CONNECTION_NAME": "demo:us-central1:ctflow-ledger",
+        "IMAGE_REPO": "r",
+        "TRAINER_IMAGE": "t",
+    }
     for key in [k for k in os.environ if k.startswith("CTFLOW_")]:
         monkeypatch.delenv(key)
     for key, value in env.items():
@@ -364,8 +392,13 @@ def test_manifests_allow_every_caller_terraform_grants_invoker():
 # ----------------------------------------------------------------------------------------------
 # Dockerfiles
 # ----------------------------------------------------------------------------------------------
-DOCKERFILES = sorted({SERVICE_DOCKERFILE, MODEL_SERVER_DIR / "Dockerfile",
-                      *(REPO_ROOT / a["docker"]["dockerfile"] for a in artifacts().values())})
+DOCKERFILES = sorted(
+    {
+        SERVICE_DOCKERFILE,
+        MODEL_SERVER_DIR / "Dockerfile",
+        *(REPO_ROOT / a["docker"]["dockerfile"] for a in artifacts().values()),
+    }
+)
 
 
 @pytest.mark.parametrize("path", DOCKERFILES, ids=lambda p: str(p.relative_to(REPO_ROOT)))
@@ -403,8 +436,11 @@ def test_service_dockerfile_runs_the_service_app_as_non_root():
 
 def test_service_dockerfile_copies_exist_and_are_not_dockerignored():
     """Each COPY source of services/Dockerfile exists in the context and is not dockerignored."""
-    ignored = [line.strip() for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
+    ignored = [
+        line.strip()
+        for line in (REPO_ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     for word, args in dockerfile_instructions(SERVICE_DOCKERFILE):
         if word != "COPY" or "--from=" in args:
             continue
@@ -582,8 +618,10 @@ def test_trainer_image_installs_what_its_mlflow_project_declares():
     the CUDA base image brings torch, at a version python_env.yaml accepts."""
     from packaging.requirements import Requirement
 
-    declared = {Requirement(r).name: Requirement(r).specifier
-                for r in yaml.safe_load((REPO_ROOT / "trainer_image/python_env.yaml").read_text())["dependencies"]}
+    declared = {
+        Requirement(r).name: Requirement(r).specifier
+        for r in yaml.safe_load((REPO_ROOT / "trainer_image/python_env.yaml").read_text())["dependencies"]
+    }
     dockerfile = (REPO_ROOT / "trainer_image/Dockerfile").read_text()
     install = re.search(r"RUN python -m pip install \\\n((?:\s+\"[^\"]+\"(?: \\)?\n)+)", dockerfile)
     assert install, "trainer_image/Dockerfile has no `RUN python -m pip install` list"
@@ -597,8 +635,11 @@ def test_trainer_image_installs_what_its_mlflow_project_declares():
 def test_the_core_modules_the_trainer_image_imports_need_only_the_standard_library():
     """trainer_image/Dockerfile copies services/ctflow without its dependencies: the trainer imports
     ctflow.manifest, ctflow.events and ctflow.logs, which must pull in nothing outside the standard library."""
-    probe = ("import sys; before = set(sys.modules); import ctflow.manifest, ctflow.events, ctflow.logs; "
-             "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)))")
-    done = subprocess.run([sys.executable, "-c", probe], cwd=REPO_ROOT / "services", capture_output=True, text=True,
-                          check=True)
+    probe = (
+        "import sys; before = set(sys.modules); import ctflow.manifest, ctflow.events, ctflow.logs; "
+        "print(sorted({m.split('.')[0] for m in set(sys.modules) - before} - set(sys.stdlib_module_names)))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO_ROOT / "services", capture_output=True, text=True, check=True
+    )
     assert done.stdout.strip() == "['ctflow']", done.stdout

@@ -29,8 +29,12 @@ def _exported(tmp_path: Path, weight: float | None) -> Path:
     return tmp_path / "model"
 
 
-HOLDOUT = Holdout(uri="memory://holdout", sha256="0" * 64, x=np.random.default_rng(0).random((20, *SHAPE)).astype(
-    np.float32), y=np.arange(20, dtype=np.int64) % 10)
+HOLDOUT = Holdout(
+    uri="memory://holdout",
+    sha256="0" * 64,
+    x=np.random.default_rng(0).random((20, *SHAPE)).astype(np.float32),
+    y=np.arange(20, dtype=np.int64) % 10,
+)
 
 
 def test_a_trained_model_is_measured(tmp_path: Path):

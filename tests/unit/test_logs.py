@@ -29,9 +29,14 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_every_line_is_json_with_service_trace_and_fields_even_from_mlflow_and_alembic(tmp_path: Path):
-    done = subprocess.run([sys.executable, "-c", SCRIPT, str(tmp_path)], cwd=REPO_ROOT, capture_output=True,
-                          text=True, timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                                                       "MLFLOW_DISABLE_TELEMETRY": "true"})
+    done = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(tmp_path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "MLFLOW_DISABLE_TELEMETRY": "true"},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in done.stderr.splitlines()]  # fails on any plain-text line
     by_logger = {line["logger"] for line in lines}

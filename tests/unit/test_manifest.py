@@ -28,16 +28,19 @@ def test_nested_relative_paths_are_fine():
     assert safe_relative_path("shards/part-0001.npz") == "shards/part-0001.npz"
 
 
-@pytest.mark.parametrize(("raw", "fragment"), [
-    (b"{", "not valid JSON"),
-    (b'{"files": [], "note": NaN}', "NaN is not a JSON value"),
-    (b"[]", '"files" list'),
-    (_manifest(), "lists no files"),
-    (_manifest({"path": "a", "sha256": "XYZ", "size": 1}), "64 lowercase hex"),
-    (_manifest({"path": "a", "sha256": SHA, "size": -1}), "non-negative"),
-    (_manifest({"path": "a", "sha256": SHA, "size": 1}, {"path": "a", "sha256": SHA, "size": 1}), "listed twice"),
-    (_manifest({"path": "_MANIFEST.json", "sha256": SHA, "size": 1}), "marker itself"),
-])
+@pytest.mark.parametrize(
+    ("raw", "fragment"),
+    [
+        (b"{", "not valid JSON"),
+        (b'{"files": [], "note": NaN}', "NaN is not a JSON value"),
+        (b"[]", '"files" list'),
+        (_manifest(), "lists no files"),
+        (_manifest({"path": "a", "sha256": "XYZ", "size": 1}), "64 lowercase hex"),
+        (_manifest({"path": "a", "sha256": SHA, "size": -1}), "non-negative"),
+        (_manifest({"path": "a", "sha256": SHA, "size": 1}, {"path": "a", "sha256": SHA, "size": 1}), "listed twice"),
+        (_manifest({"path": "_MANIFEST.json", "sha256": SHA, "size": 1}), "marker itself"),
+    ],
+)
 def test_invalid_manifests_are_explained(raw, fragment):
     """Each defect is named."""
     with pytest.raises(ManifestError, match=fragment):

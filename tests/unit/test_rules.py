@@ -16,7 +16,11 @@ from hparam_consumer.sweeps import SweepTooLarge, expand
 def test_sweep_is_the_cartesian_product_in_stable_order():
     """Keys sorted, values in the given order; no sweep means one point."""
     assert expand({"lr": [1, 2], "epochs": [5, 6]}, cap=4) == [
-        {"epochs": 5, "lr": 1}, {"epochs": 5, "lr": 2}, {"epochs": 6, "lr": 1}, {"epochs": 6, "lr": 2}]
+        {"epochs": 5, "lr": 1},
+        {"epochs": 5, "lr": 2},
+        {"epochs": 6, "lr": 1},
+        {"epochs": 6, "lr": 2},
+    ]
     assert expand({}, cap=1) == [{}]
 
 
@@ -51,8 +55,14 @@ def test_gcp_mode_requires_its_resources_and_invokers(monkeypatch):
     with pytest.raises(ValidationError, match="CTFLOW_OIDC_AUDIENCE"):
         Settings(mode="gcp", gcp_project="p", bucket="b", database_url="postgresql://x/y", host="0.0.0.0")
     with pytest.raises(ValidationError, match="ALLOWED_INVOKERS"):
-        Settings(mode="gcp", gcp_project="p", bucket="b", database_url="postgresql://x/y", host="0.0.0.0",
-                 oidc_audience="https://svc.run.app")
+        Settings(
+            mode="gcp",
+            gcp_project="p",
+            bucket="b",
+            database_url="postgresql://x/y",
+            host="0.0.0.0",
+            oidc_audience="https://svc.run.app",
+        )
 
 
 def test_catalog_reloads_changed_specs_and_reports_bad_ones(tmp_path):
@@ -86,18 +96,21 @@ def test_catalog_sees_specs_added_renamed_and_removed(tmp_path):
     assert catalog.all() == {}
 
 
-@pytest.mark.parametrize(("change", "valid"), [
-    ({}, True),
-    ({"epochs": 3.0}, True),  # JSON Schema counts 3.0 as an integer
-    ({"epochs": True}, False),  # a boolean is not
-    ({"lr": 0}, False),  # exclusiveMinimum
-    ({"lr": 1}, True),
-    ({"model": "cnn"}, True),
-    ({"model": "rnn"}, False),
-    ({"optimizer": "sgd"}, False),  # additionalProperties: false
-    ({"seed": -1}, False),
-    ({"batch_size": "64"}, False),
-])
+@pytest.mark.parametrize(
+    ("change", "valid"),
+    [
+        ({}, True),
+        ({"epochs": 3.0}, True),  # JSON Schema counts 3.0 as an integer
+        ({"epochs": True}, False),  # a boolean is not
+        ({"lr": 0}, False),  # exclusiveMinimum
+        ({"lr": 1}, True),
+        ({"model": "cnn"}, True),
+        ({"model": "rnn"}, False),
+        ({"optimizer": "sgd"}, False),  # additionalProperties: false
+        ({"seed": -1}, False),
+        ({"batch_size": "64"}, False),
+    ],
+)
 def test_hyperparameter_validator_fast_path_agrees_with_jsonschema(change, valid):
     """jsonschema-rs only answers "valid"; what it accepts, python-jsonschema accepts too."""
     from jsonschema import Draft202012Validator

@@ -37,10 +37,15 @@ def test_bundled_nightly_schedule_fires_once_at_three_utc_and_not_before(tmp_pat
     now[0] += timedelta(seconds=30)
     assert scheduler.tick() == []  # once per cron time
     topic, message, attributes = bus.published[0]
-    assert topic == "ctflow-hparams" and attributes == {"ctflow-trigger": "schedule",
-                                                        "ctflow-schedule": "digits-nightly-retrain"}
-    assert message == {"pipeline": "digits", "hyperparameters": {},
-                       "reason": "nightly retrain on the latest dataset version"}
+    assert topic == "ctflow-hparams" and attributes == {
+        "ctflow-trigger": "schedule",
+        "ctflow-schedule": "digits-nightly-retrain",
+    }
+    assert message == {
+        "pipeline": "digits",
+        "hyperparameters": {},
+        "reason": "nightly retrain on the latest dataset version",
+    }
 
 
 def test_no_backfill_after_downtime_and_time_zones_count():
@@ -50,8 +55,10 @@ def test_no_backfill_after_downtime_and_time_zones_count():
     assert next_fire(schedule, datetime(2026, 7, 1, 0, 0, tzinfo=UTC)) == datetime(2026, 7, 1, 4, 30, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("field, value, match", [("cron", "61 * * * *", "cron"), ("cron", "* * * *", "cron"),
-                                                 ("time_zone", "Mars/Olympus", "time zone")])
+@pytest.mark.parametrize(
+    "field, value, match",
+    [("cron", "61 * * * *", "cron"), ("cron", "* * * *", "cron"), ("time_zone", "Mars/Olympus", "time zone")],
+)
 def test_bad_cron_or_time_zone_is_refused_at_spec_load(field, value, match):
     fields = {"name": "nightly", "cron": "0 3 * * *", "message": {}, field: value}
     with pytest.raises(ValidationError, match=match):

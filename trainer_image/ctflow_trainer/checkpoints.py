@@ -35,9 +35,7 @@ def checkpoint_name(epoch: int) -> str:
 
 
 class Checkpointer:
-    def __init__(
-        self, dir_uri: str | None, identity: dict[str, Any], *, budget: float = 0.005
-    ) -> None:
+    def __init__(self, dir_uri: str | None, identity: dict[str, Any], *, budget: float = 0.005) -> None:
         self.dir_uri, self.identity, self.budget = dir_uri, identity, budget
         self._known: dict[int, str] = {}
         self._last_cost: float | None = None
@@ -59,9 +57,7 @@ class Checkpointer:
             except Exception as exc:  # a torn or foreign file: fall back to the previous one
                 log.warning("skipping unreadable checkpoint %s: %s", uri, exc)
                 continue
-            mismatched = [
-                k for k, v in self.identity.items() if state.get("identity", {}).get(k) != v
-            ]
+            mismatched = [k for k, v in self.identity.items() if state.get("identity", {}).get(k) != v]
             if mismatched:
                 raise ConfigError(
                     f"AIP_CHECKPOINT_DIR {self.dir_uri} holds a checkpoint of another job "
@@ -85,11 +81,7 @@ class Checkpointer:
         if not self.dir_uri:
             return False
         started = time.perf_counter()
-        if (
-            not force
-            and self._last_cost is not None
-            and started - self._last_end < self._last_cost / self.budget
-        ):
+        if not force and self._last_cost is not None and started - self._last_end < self._last_cost / self.budget:
             return False
         buffer = io.BytesIO()
         torch.save(

@@ -60,9 +60,7 @@ def _coerce(name: str, value: object) -> object:
         try:
             value = float(value)
         except ValueError:
-            raise ConfigError(
-                f"hyperparameter {name} must be a {kind.__name__}, got {value!r}"
-            ) from None
+            raise ConfigError(f"hyperparameter {name} must be a {kind.__name__}, got {value!r}") from None
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise ConfigError(f"hyperparameter {name} must be a {kind.__name__}, got {value!r}")
     if kind is int and (isinstance(value, float) and not value.is_integer()):
@@ -70,15 +68,11 @@ def _coerce(name: str, value: object) -> object:
     value = kind(value)
     if not math.isfinite(value) or value < low or value > high or (exclusive and value == low):
         bound = f"> {low}" if exclusive else f">= {low}"
-        raise ConfigError(
-            f"hyperparameter {name}={value!r} is out of bounds ({bound} and <= {high})"
-        )
+        raise ConfigError(f"hyperparameter {name}={value!r} is out of bounds ({bound} and <= {high})")
     return value
 
 
-def parse_hyperparameters(
-    raw_json: str | None, overrides: Mapping[str, object] | None = None
-) -> Hyperparameters:
+def parse_hyperparameters(raw_json: str | None, overrides: Mapping[str, object] | None = None) -> Hyperparameters:
     """Defaults, then the JSON object, then `overrides` (unset overrides are None and ignored)."""
     values: dict[str, object] = {}
     if raw_json and raw_json.strip():
@@ -128,9 +122,7 @@ class JobConfig:
     report_uri: str | None
 
     @classmethod
-    def from_env(
-        cls, env: Mapping[str, str], overrides: Mapping[str, object] | None = None
-    ) -> JobConfig:
+    def from_env(cls, env: Mapping[str, str], overrides: Mapping[str, object] | None = None) -> JobConfig:
         def get(name: str) -> str | None:
             value = env.get(name, "").strip()
             return value or None

@@ -39,9 +39,7 @@ def load_verified_dataset(uri: str) -> Dataset:
     try:
         marker = uris.read_bytes(uris.join(uri, MARKER_NAME))
     except FileNotFoundError:
-        raise ManifestError(
-            f"no {MARKER_NAME} at {uri}: the dataset version is not complete"
-        ) from None
+        raise ManifestError(f"no {MARKER_NAME} at {uri}: the dataset version is not complete") from None
     manifest = parse_manifest(marker)
     if TRAIN_FILE not in {f.path for f in manifest.files}:
         raise ManifestError(f"the manifest at {uri} does not list {TRAIN_FILE}")
@@ -63,13 +61,9 @@ def _arrays(npz: bytes) -> tuple[np.ndarray, np.ndarray]:
     except (KeyError, ValueError, OSError) as exc:
         raise ManifestError(f"{TRAIN_FILE} is not an npz with arrays X and y: {exc}") from None
     if x.ndim != 4 or x.dtype != np.float32:
-        raise ManifestError(
-            f"{TRAIN_FILE}: X must be float32 (N, C, H, W), got {x.dtype} {x.shape}"
-        )
+        raise ManifestError(f"{TRAIN_FILE}: X must be float32 (N, C, H, W), got {x.dtype} {x.shape}")
     if y.ndim != 1 or y.dtype != np.int64 or len(y) != len(x) or len(y) < 2:
-        raise ManifestError(
-            f"{TRAIN_FILE}: y must be int64 (N,) matching X, got {y.dtype} {y.shape}"
-        )
+        raise ManifestError(f"{TRAIN_FILE}: y must be int64 (N,) matching X, got {y.dtype} {y.shape}")
     if y.min() < 0:
         raise ManifestError(f"{TRAIN_FILE}: labels must be class indices >= 0")
     return np.ascontiguousarray(x), np.ascontiguousarray(y)

@@ -52,9 +52,7 @@ def run_job(env: Mapping[str, str], argv: Sequence[str] = ()) -> int:
         )
     except SystemExit as exc:  # argparse --help or a usage error
         outcome.status, outcome.error = "failed", f"command line rejected (exit {exc.code})"
-    event = report.build_event(
-        outcome.event_data(), traceparent=env.get("CTFLOW_TRACEPARENT") or None
-    )
+    event = report.build_event(outcome.event_data(), traceparent=env.get("CTFLOW_TRACEPARENT") or None)
     _write_completion(event, outcome.model_dir, env.get("AIP_CHECKPOINT_DIR") or None, log)
     report.deliver(event, env.get("CTFLOW_REPORT_URI") or None)
     return 0 if outcome.status == "succeeded" else 1
@@ -67,9 +65,7 @@ def _write_completion(
         if not folder:
             continue
         try:
-            uris.write_bytes(
-                uris.join(folder, report.COMPLETION_FILE), event.structured(), "application/json"
-            )
+            uris.write_bytes(uris.join(folder, report.COMPLETION_FILE), event.structured(), "application/json")
             return
         except Exception as exc:
             log.warning("cannot write %s into %s: %s", report.COMPLETION_FILE, folder, exc)

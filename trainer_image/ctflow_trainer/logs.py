@@ -67,8 +67,9 @@ class EpochLines:
     and flood the job's log; MLflow has every epoch's curves either way.
     """
 
-    def __init__(self, log: logging.Logger, interval: float = EPOCH_LINE_SECONDS,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, log: logging.Logger, interval: float = EPOCH_LINE_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.log, self.interval, self.clock = log, interval, clock
         self._last = -math.inf
 

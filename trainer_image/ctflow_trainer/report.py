@@ -34,27 +34,19 @@ _HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
 
 @dataclass(frozen=True)
 class CompletionEvent:
-    attributes: dict[
-        str, str
-    ]  # specversion, id, source, type, subject, time, datacontenttype[, traceparent]
+    attributes: dict[str, str]  # specversion, id, source, type, subject, time, datacontenttype[, traceparent]
     data: dict[str, Any]
 
     def structured(self) -> bytes:
         """The event as structured-mode JSON (the completion.json format)."""
-        return (
-            json.dumps({**self.attributes, "data": self.data}, indent=2, sort_keys=True) + "\n"
-        ).encode()
+        return (json.dumps({**self.attributes, "data": self.data}, indent=2, sort_keys=True) + "\n").encode()
 
     def body(self) -> bytes:
         return json.dumps(self.data, sort_keys=True).encode()
 
     def http_headers(self) -> dict[str, str]:
         """Binary-mode headers: `ce-<attribute>` for each attribute, Content-Type for the data."""
-        headers = {
-            f"ce-{k}": quote(v, safe=_HEADER_SAFE)
-            for k, v in self.attributes.items()
-            if k != "datacontenttype"
-        }
+        headers = {f"ce-{k}": quote(v, safe=_HEADER_SAFE) for k, v in self.attributes.items() if k != "datacontenttype"}
         headers["content-type"] = self.attributes["datacontenttype"]
         return headers
 
@@ -64,9 +56,7 @@ class CompletionEvent:
         return attributes
 
 
-def build_event(
-    data: dict[str, Any], *, traceparent: str | None, now: datetime | None = None
-) -> CompletionEvent:
+def build_event(data: dict[str, Any], *, traceparent: str | None, now: datetime | None = None) -> CompletionEvent:
     run_id = data["run_id"]
     stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
     attributes = {
@@ -150,9 +140,7 @@ def _post(
         if clock() + delay > give_up_at:
             log.error("giving up on the completion report after %d attempts (%s)", attempt, reason)
             return False
-        log.warning(
-            "completion report attempt %d failed (%s); retrying in %.1fs", attempt, reason, delay
-        )
+        log.warning("completion report attempt %d failed (%s); retrying in %.1fs", attempt, reason, delay)
         sleep(delay)
         delay = min(delay * 2, 8.0)
 
@@ -160,16 +148,12 @@ def _post(
 def _publish(event: CompletionEvent, topic: str, deadline_seconds: float, publisher: Any) -> bool:
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != "projects" or parts[2] != "topics" or not all(parts):
-        raise ValueError(
-            f"pubsub report URI must be pubsub://projects/P/topics/T, got pubsub://{topic}"
-        )
+        raise ValueError(f"pubsub report URI must be pubsub://projects/P/topics/T, got pubsub://{topic}")
     if publisher is None:
         from google.cloud import pubsub_v1  # only jobs that report to Pub/Sub pay for this import
 
         publisher = pubsub_v1.PublisherClient()
     future = publisher.publish(topic, event.body(), **event.pubsub_attributes())
     message_id = future.result(timeout=deadline_seconds)
-    log.info(
-        "completion report published", extra={"fields": {"topic": topic, "message_id": message_id}}
-    )
+    log.info("completion report published", extra={"fields": {"topic": topic, "message_id": message_id}})
     return True

@@ -39,9 +39,7 @@ def cpu_threads(input_shape: tuple[int, ...], env: Mapping[str, str]) -> int:
     return 1 if math.prod(input_shape) <= SMALL_INPUT_VALUES else available_cpus()
 
 
-def configure_torch(
-    hp: Hyperparameters, env: Mapping[str, str], input_shape: tuple[int, ...]
-) -> torch.device:
+def configure_torch(hp: Hyperparameters, env: Mapping[str, str], input_shape: tuple[int, ...]) -> torch.device:
     """Seed every generator, pick the device, make kernels deterministic; returns the device."""
     # cuBLAS needs this before CUDA initialises to give repeatable matmuls.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")

@@ -94,8 +94,7 @@ class Tracker:
         runs = self.client.search_runs(
             [experiment.experiment_id],
             max_results=1,
-            filter_string=f"tags.`ctflow.run_id` = '{self.cfg.run_id}' "
-            "and attributes.status = 'RUNNING'",
+            filter_string=f"tags.`ctflow.run_id` = '{self.cfg.run_id}' and attributes.status = 'RUNNING'",
         )
         return runs[0].info.run_id if runs else None
 
@@ -114,9 +113,7 @@ class Tracker:
                 digest=dataset.manifest.sha256[:DIGEST_LIMIT],
             )
         # mlflow.log_input does the same, but the fluent API needs an active run.
-        entity = DatasetInput(
-            numpy_dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")]
-        )
+        entity = DatasetInput(numpy_dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")])
         self._log_inputs_despite_a_concurrent_job(entity)
 
     def _log_inputs_despite_a_concurrent_job(self, entity: Any) -> None:
@@ -136,8 +133,7 @@ class Tracker:
             except MlflowException as exc:
                 if attempt == LOG_INPUT_ATTEMPTS:
                     raise
-                log.warning("logging the dataset input failed (attempt %d): %s; retrying", attempt,
-                            str(exc)[:300])
+                log.warning("logging the dataset input failed (attempt %d): %s; retrying", attempt, str(exc)[:300])
                 time.sleep(0.05 * attempt)
 
     def log_model_files(self, local_dir: Path) -> str:

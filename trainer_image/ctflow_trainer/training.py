@@ -42,8 +42,7 @@ class Progress:
         """The metrics of the epoch whose weights are kept; TrainingDiverged if there is none."""
         if not self.best_epoch:
             raise TrainingDiverged(
-                f"none of {self.epoch} epoch(s) had a finite validation loss: training diverged "
-                "(a lower lr may help)"
+                f"none of {self.epoch} epoch(s) had a finite validation loss: training diverged (a lower lr may help)"
             )
         return self.history[self.best_epoch - 1]
 
@@ -76,16 +75,12 @@ class Trainer:
             hidden_units=hp.hidden_units,
             dropout=hp.dropout,
         ).to(device)
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay
-        )
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=hp.lr, weight_decay=hp.weight_decay)
         self.amp = device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda") if self.amp else None
         # Entering a disabled autocast still costs microseconds per batch; on CPU skip it.
         self._autocast: Callable[[], contextlib.AbstractContextManager] = (
-            (lambda: torch.autocast("cuda", dtype=torch.float16))
-            if self.amp
-            else contextlib.nullcontext
+            (lambda: torch.autocast("cuda", dtype=torch.float16)) if self.amp else contextlib.nullcontext
         )
         self.x_train, self.y_train = (
             torch.from_numpy(x_train).to(device),
@@ -98,9 +93,7 @@ class Trainer:
         self.progress = Progress()
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def fit(
-        self, on_epoch_end: Callable[[Trainer, dict[str, float]], None] = lambda t, m: None
-    ) -> Progress:
+    def fit(self, on_epoch_end: Callable[[Trainer, dict[str, float]], None] = lambda t, m: None) -> Progress:
         """Train from the current epoch until `epochs` or early stop; call back after each epoch."""
         p = self.progress
         while not p.finished:
@@ -110,9 +103,7 @@ class Trainer:
             p.history.append(metrics)
             if metrics["val_loss"] < p.best_val_loss:
                 p.best_val_loss, p.best_epoch, p.bad_epochs = metrics["val_loss"], p.epoch, 0
-                self.best_state = {
-                    k: v.detach().clone() for k, v in self.model.state_dict().items()
-                }
+                self.best_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
             else:
                 p.bad_epochs += 1
             p.finished = p.epoch >= self.hp.epochs or p.bad_epochs >= self.hp.patience
@@ -172,9 +163,7 @@ class Trainer:
             hidden_units=self.hp.hidden_units,
             dropout=self.hp.dropout,
         )
-        model.load_state_dict(
-            self.best_state if self.best_state is not None else self.model.state_dict()
-        )
+        model.load_state_dict(self.best_state if self.best_state is not None else self.model.state_dict())
         return model.eval()
 
     def state_dict(self) -> dict:

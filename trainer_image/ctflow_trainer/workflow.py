@@ -71,10 +71,7 @@ def train(cfg: JobConfig, env: Mapping[str, str], outcome: Outcome, log: Any) ->
         # In MLflow `val_*` are the per-epoch curves; the chosen epoch's values are `best_val_*`.
         tracker.finish(
             "FINISHED",
-            {
-                k.replace("val_", "best_val_", 1) if k.startswith("val_") else k: v
-                for k, v in outcome.metrics.items()
-            },
+            {k.replace("val_", "best_val_", 1) if k.startswith("val_") else k: v for k, v in outcome.metrics.items()},
         )
     except Exception:  # not on SIGINT: an interrupted job resumes into the same run
         try:
@@ -125,7 +122,5 @@ def _export(cfg: JobConfig, trainer: Any, tracker: Any, dataset: Any, outcome: O
         )
         uris.upload_dir(local, cfg.model_dir)
         outcome.artifact_uri = tracker.log_model_files(local)
-        outcome.mlflow_model_uri = tracker.log_mlflow_model(
-            scripted, dataset.x[:2], trainer.num_classes
-        )
+        outcome.mlflow_model_uri = tracker.log_mlflow_model(scripted, dataset.x[:2], trainer.num_classes)
         return (local / TORCHSCRIPT_FILE).stat().st_size

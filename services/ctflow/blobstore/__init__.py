@@ -14,7 +14,7 @@ def split_gs_uri(uri: str) -> tuple[str, str] | None:
     """(bucket, object name) of a `gs://bucket/name` URI; None for any other URI."""
     if not uri.startswith("gs://"):
         return None
-    bucket, _, name = uri[len("gs://"):].partition("/")
+    bucket, _, name = uri[len("gs://") :].partition("/")
     return bucket, name
 
 

@@ -42,13 +42,26 @@ class LedgerBus:
             return []
         now = utcnow()
         message_ids = [uuid.uuid4().hex for _ in messages]
-        pks = dict(insert_many(tx, _MESSAGES, [  # pks come back in no set order: matched on message ids
-            dict(message_id=mid, topic=topic, data=data, attributes=dict(attributes), published_at=now)
-            for mid, (topic, data, attributes) in zip(message_ids, messages, strict=True)
-        ], returning=("message_id", "id")))  # type: ignore[arg-type]
+        pks = dict(
+            insert_many(
+                tx,
+                _MESSAGES,
+                [  # pks come back in no set order: matched on message ids
+                    dict(message_id=mid, topic=topic, data=data, attributes=dict(attributes), published_at=now)
+                    for mid, (topic, data, attributes) in zip(message_ids, messages, strict=True)
+                ],
+                returning=("message_id", "id"),
+            )
+        )  # type: ignore[arg-type]
         deliveries = [
-            dict(message_pk=pks[mid], subscription=sub.name, status="pending", attempts=0, next_attempt_at=now,
-                 updated_at=now)
+            dict(
+                message_pk=pks[mid],
+                subscription=sub.name,
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                updated_at=now,
+            )
             for mid, (topic, _, attributes) in zip(message_ids, messages, strict=True)
             for sub in subscriptions_for(topic, dict(attributes))
         ]

@@ -29,9 +29,13 @@ _BY_NAME = {s.name: s for s in SUBSCRIPTIONS}
 def push_request(sub: Subscription, message: BusMessage) -> tuple[dict[str, str], bytes]:
     if sub.delivery == "cloudevent":  # the Pub/Sub binding's attributes are binary-mode headers
         return {k: str(v) for k, v in message.attributes.items()}, message.data
-    body = push_envelope(message.data, message.attributes, message.message_id,
-                         message.published_at.isoformat().replace("+00:00", "Z"),
-                         f"projects/ctflow-embedded/subscriptions/{sub.name}")
+    body = push_envelope(
+        message.data,
+        message.attributes,
+        message.message_id,
+        message.published_at.isoformat().replace("+00:00", "Z"),
+        f"projects/ctflow-embedded/subscriptions/{sub.name}",
+    )
     return {"content-type": "application/json"}, body
 
 
@@ -46,8 +50,9 @@ def _why(response: httpx.Response) -> str:
 
 
 class Dispatcher:
-    def __init__(self, ledger: Ledger, settings: Settings, urls: dict[str, str], wake: threading.Event, *,
-                 workers: int = 8) -> None:
+    def __init__(
+        self, ledger: Ledger, settings: Settings, urls: dict[str, str], wake: threading.Event, *, workers: int = 8
+    ) -> None:
         self.ledger = ledger
         self.settings = settings
         self.urls = urls
@@ -74,9 +79,11 @@ class Dispatcher:
     def dispatch_due(self, limit: int = 64) -> int:
         with self.ledger.transaction() as tx:
             rows = tx.execute(
-                select(BusDelivery, BusMessage).join(BusMessage, BusMessage.id == BusDelivery.message_pk)
+                select(BusDelivery, BusMessage)
+                .join(BusMessage, BusMessage.id == BusDelivery.message_pk)
                 .where(BusDelivery.status == "pending", BusDelivery.next_attempt_at <= utcnow())
-                .order_by(BusDelivery.id).limit(limit)
+                .order_by(BusDelivery.id)
+                .limit(limit)
             ).all()
         results = list(self._pool.map(lambda row: self._push(*row), rows))
         with self.ledger.transaction() as tx:
@@ -103,8 +110,9 @@ class Dispatcher:
             return
         delivery.last_error = error
         if delivery.attempts < self.settings.bus_max_attempts:
-            backoff = min(self.settings.bus_backoff_seconds * 2 ** (delivery.attempts - 1),
-                          self.settings.bus_backoff_max_seconds)
+            backoff = min(
+                self.settings.bus_backoff_seconds * 2 ** (delivery.attempts - 1), self.settings.bus_backoff_max_seconds
+            )
             delivery.next_attempt_at = utcnow() + timedelta(seconds=backoff)
             return
         delivery.status = "dead"
@@ -112,9 +120,12 @@ class Dispatcher:
         headers, body = push_request(sub, message) if sub else ({}, message.data)
         attrs = message.attributes
         dead_letters.add(
-            tx, consumer=sub.service if sub else delivery.subscription,
-            source=attrs.get("ce-source", f"pubsub:{message.topic}"), event_id=attrs.get("ce-id", message.message_id),
-            event_type=attrs.get("ce-type"), request=stored_request(headers, body),
+            tx,
+            consumer=sub.service if sub else delivery.subscription,
+            source=attrs.get("ce-source", f"pubsub:{message.topic}"),
+            event_id=attrs.get("ce-id", message.message_id),
+            event_type=attrs.get("ce-type"),
+            request=stored_request(headers, body),
             reason=f"delivery to {delivery.subscription} failed {delivery.attempts} times; last error: {error}",
         )
         log.error("dead-lettered delivery %s after %s attempts: %s", delivery.id, delivery.attempts, error)

@@ -34,8 +34,9 @@ def create_publisher_app(bus: MessageBus, max_bytes: int) -> FastAPI:
     async def publish(topic: str, request: Request) -> JSONResponse:
         """Publish one CloudEvent to `topic`; answers its message id."""
         if topic not in PUBLISHABLE_TOPICS:
-            return JSONResponse({"error": f"unknown topic {topic!r}; publishable: {', '.join(PUBLISHABLE_TOPICS)}"},
-                                status_code=404)
+            return JSONResponse(
+                {"error": f"unknown topic {topic!r}; publishable: {', '.join(PUBLISHABLE_TOPICS)}"}, status_code=404
+            )
         body = await read_body(request, max_bytes + 1)
         if len(body) > max_bytes:
             return JSONResponse({"error": f"event is over the {max_bytes}-byte limit"}, status_code=413)

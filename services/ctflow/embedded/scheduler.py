@@ -34,8 +34,14 @@ def next_fire(schedule: ScheduleSpec, after: datetime) -> datetime:
 
 
 class Scheduler:
-    def __init__(self, pipelines: PipelineCatalog, bus: MessageBus, *, interval: float = 1.0,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        pipelines: PipelineCatalog,
+        bus: MessageBus,
+        *,
+        interval: float = 1.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.pipelines, self.bus, self.interval, self.clock = pipelines, bus, interval, clock
         self._due: dict[tuple[str, str, str, str], datetime] = {}  # (pipeline, name, cron, tz) -> next fire
 

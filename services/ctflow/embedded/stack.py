@@ -46,18 +46,23 @@ def bind_loopback(host: str, port: int = 0) -> socket.socket:
 def _server(app: Any) -> uvicorn.Server:
     # uvicorn's own INFO lines ("Started server process", ...) repeat once per service and name none;
     # the stack logs one line with every endpoint instead. Its warnings and errors still show.
-    return uvicorn.Server(uvicorn.Config(app, log_config=None, log_level="warning", access_log=False, lifespan="on",
-                                         timeout_graceful_shutdown=5))
+    return uvicorn.Server(
+        uvicorn.Config(
+            app, log_config=None, log_level="warning", access_log=False, lifespan="on", timeout_graceful_shutdown=5
+        )
+    )
 
 
 class EmbeddedStack:
-    def __init__(self, settings: Settings, *, port_base: int | None = None,
-                 services: tuple[str, ...] = SERVICES) -> None:
+    def __init__(
+        self, settings: Settings, *, port_base: int | None = None, services: tuple[str, ...] = SERVICES
+    ) -> None:
         self.settings = settings
         self.services = [s for s in SERVICES if s in services]
         # The services' ports, then the bus endpoint's (consecutive from port_base when given).
-        self._sockets = [bind_loopback(settings.host, port_base + i if port_base else 0)
-                         for i in range(len(self.services) + 1)]
+        self._sockets = [
+            bind_loopback(settings.host, port_base + i if port_base else 0) for i in range(len(self.services) + 1)
+        ]
         urls = [f"http://{settings.host}:{sock.getsockname()[1]}/" for sock in self._sockets]
         self.urls, self.bus_url = dict(zip(self.services, urls, strict=False)), urls[-1]
         self.settings.service_urls = dict(self.urls)
@@ -97,8 +102,9 @@ class EmbeddedStack:
         self._servers.append(_server(create_publisher_app(deps.bus, self.settings.max_request_bytes)))
         self._loop_thread = threading.Thread(target=self._serve_all, name="uvicorn", daemon=True)
         self._loop_thread.start()
-        watcher = BucketWatcher(self.settings.bucket_dir, "local-bucket", deps.bus,
-                                self.settings.watch_interval_seconds)
+        watcher = BucketWatcher(
+            self.settings.bucket_dir, "local-bucket", deps.bus, self.settings.watch_interval_seconds
+        )
         self._spawn(self.dispatcher.run, "bus-dispatcher")
         self._spawn(watcher.run, "bucket-watcher")
         self._spawn(Scheduler(deps.pipelines, deps.bus).run, "scheduler")
@@ -127,8 +133,10 @@ class EmbeddedStack:
 
     def _serve_all(self) -> None:
         async def main() -> None:
-            await asyncio.gather(*(server.serve(sockets=[sock])
-                                   for sock, server in zip(self._sockets, self._servers, strict=True)))
+            await asyncio.gather(
+                *(server.serve(sockets=[sock]) for sock, server in zip(self._sockets, self._servers, strict=True))
+            )
+
         asyncio.run(main())
 
     def _wait_healthy(self, timeout: float = 30.0) -> None:

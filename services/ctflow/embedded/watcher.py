@@ -34,10 +34,15 @@ def finalized_event(bucket: str, name: str, st: os.stat_result) -> Event:
         subject=f"objects/{name}",
         time=now_iso(),
         data={
-            "kind": "storage#object", "bucket": bucket, "name": name, "generation": generation,
-            "metageneration": "1", "size": str(st.st_size),
+            "kind": "storage#object",
+            "bucket": bucket,
+            "name": name,
+            "generation": generation,
+            "metageneration": "1",
+            "size": str(st.st_size),
             "contentType": mimetypes.guess_type(name)[0] or "application/octet-stream",
-            "timeCreated": stamp, "updated": stamp,
+            "timeCreated": stamp,
+            "updated": stamp,
         },
     )
 

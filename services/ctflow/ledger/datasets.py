@@ -31,8 +31,11 @@ def latest(session: Session, pipeline: str, version: str | None = None) -> Datas
     seen = session.info.setdefault(_SEEN, {})
     key = (pipeline, version)
     if key not in seen:
-        statement, params = (_LATEST, {"pipeline": pipeline}) if version is None else \
-            (_LATEST_NAMED, {"pipeline": pipeline, "version": version})
+        statement, params = (
+            (_LATEST, {"pipeline": pipeline})
+            if version is None
+            else (_LATEST_NAMED, {"pipeline": pipeline, "version": version})
+        )
         row = execute(session, statement, params).first()
         seen[key] = DatasetVersion(**row._mapping) if row is not None else None
     return seen[key]
@@ -41,16 +44,23 @@ def latest(session: Session, pipeline: str, version: str | None = None) -> Datas
 _COLUMNS = DatasetVersion.__table__.c
 _NEWEST_FIRST = (_COLUMNS.arrived_at.desc(), _COLUMNS.id.desc())
 _LATEST = select(*_COLUMNS).where(_COLUMNS.pipeline == bindparam("pipeline")).order_by(*_NEWEST_FIRST).limit(1)
-_LATEST_NAMED = (select(*_COLUMNS).where(_COLUMNS.pipeline == bindparam("pipeline"),
-                                          _COLUMNS.version == bindparam("version"))
-                 .order_by(*_NEWEST_FIRST).limit(1))
+_LATEST_NAMED = (
+    select(*_COLUMNS)
+    .where(_COLUMNS.pipeline == bindparam("pipeline"), _COLUMNS.version == bindparam("version"))
+    .order_by(*_NEWEST_FIRST)
+    .limit(1)
+)
 
 
 def as_ref(dv: DatasetVersion) -> dict[str, Any]:
     """The `dataset` object carried by events and shown on runs."""
     return {
-        "version": dv.version, "uri": dv.uri,
+        "version": dv.version,
+        "uri": dv.uri,
         "manifest_uri": f"{dv.uri.rstrip('/')}/{dv.object_name.rsplit('/', 1)[-1]}",
-        "manifest_sha256": dv.manifest_sha256, "generation": dv.generation, "bucket": dv.bucket,
-        "total_bytes": dv.total_bytes, "files": dv.files,
+        "manifest_sha256": dv.manifest_sha256,
+        "generation": dv.generation,
+        "bucket": dv.bucket,
+        "total_bytes": dv.total_bytes,
+        "files": dv.files,
     }

@@ -40,8 +40,12 @@ def make_engine(url: str, *, writer: bool = True) -> Engine:
     """`writer`: SQLite transactions take the write lock at BEGIN; readers begin deferred."""
     url = normalize_url(url)
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
-                               pool_size=8, max_overflow=16)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": BUSY_TIMEOUT_SECONDS},
+            pool_size=8,
+            max_overflow=16,
+        )
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]

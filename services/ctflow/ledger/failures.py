@@ -33,9 +33,15 @@ def record(session: Session, consumer: str, source: str, event_id: str, error: s
     `error` is what `describe` made of the exception.
     """
     now = utcnow()
-    insert = dialect_insert(dialect_of(session), _FAILURES).values(consumer=consumer, source=source, event_id=event_id,
-                                                        attempts=1, last_error=error, first_failed_at=now,
-                                                        last_failed_at=now)
+    insert = dialect_insert(dialect_of(session), _FAILURES).values(
+        consumer=consumer,
+        source=source,
+        event_id=event_id,
+        attempts=1,
+        last_error=error,
+        first_failed_at=now,
+        last_failed_at=now,
+    )
     counted = insert.on_conflict_do_update(
         index_elements=[_FAILURES.c.consumer, _FAILURES.c.source, _FAILURES.c.event_id],
         set_={"attempts": _FAILURES.c.attempts + 1, "last_error": error, "last_failed_at": now},
@@ -45,8 +51,12 @@ def record(session: Session, consumer: str, source: str, event_id: str, error: s
 
 def clear(session: Session, consumer: str, source: str, event_id: str) -> None:
     """Forget the event's failures (it is now a dead letter; a replay starts counting afresh)."""
-    execute(session, delete(_FAILURES).where(_FAILURES.c.consumer == consumer, _FAILURES.c.source == source,
-                                             _FAILURES.c.event_id == event_id))
+    execute(
+        session,
+        delete(_FAILURES).where(
+            _FAILURES.c.consumer == consumer, _FAILURES.c.source == source, _FAILURES.c.event_id == event_id
+        ),
+    )
 
 
 def forget_settled(session: Session) -> int:
@@ -55,7 +65,11 @@ def forget_settled(session: Session) -> int:
     An event that failed and then succeeded leaves its count behind (the success does not
     look for one: that would cost every event a statement); a reconcile tick clears it.
     """
-    settled = exists(select(_INBOX.c.id).where(_INBOX.c.consumer == _FAILURES.c.consumer,
-                                                _INBOX.c.source == _FAILURES.c.source,
-                                                _INBOX.c.event_id == _FAILURES.c.event_id))
+    settled = exists(
+        select(_INBOX.c.id).where(
+            _INBOX.c.consumer == _FAILURES.c.consumer,
+            _INBOX.c.source == _FAILURES.c.source,
+            _INBOX.c.event_id == _FAILURES.c.event_id,
+        )
+    )
     return int(execute(session, delete(_FAILURES).where(settled)).rowcount)

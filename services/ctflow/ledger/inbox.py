@@ -21,8 +21,11 @@ def unkeepable_key(source: str, event_id: str, event_type: str) -> str | None:
     every redelivery: the intake checks first and dead-letters such an event under a
     stand-in key instead.
     """
-    for what, value, name in (("source", source, "source"), ("id", event_id, "event_id"),
-                              ("type", event_type, "event_type")):
+    for what, value, name in (
+        ("source", source, "source"),
+        ("id", event_id, "event_id"),
+        ("type", event_type, "event_type"),
+    ):
         limit = min(table.c[name].type.length for table in (_INBOX, _DEAD_LETTERS))
         if len(value) > limit:
             return f"event {what} is {len(value)} characters long, over the {limit} the ledger keeps"
@@ -36,8 +39,9 @@ def claim(session: Session, consumer: str, source: str, event_id: str, event_typ
     return claim_many(session, consumer, [(source, event_id, event_type)], outcome)[0]
 
 
-def claim_many(session: Session, consumer: str, events: Sequence[tuple[str, str, str]],
-               outcome: str = "processed") -> list[bool]:
+def claim_many(
+    session: Session, consumer: str, events: Sequence[tuple[str, str, str]], outcome: str = "processed"
+) -> list[bool]:
     """Record each (source, id, type) in one statement; for each, whether it was new.
 
     False for an event this consumer already has, and for a repeat of an earlier one in
@@ -46,30 +50,50 @@ def claim_many(session: Session, consumer: str, events: Sequence[tuple[str, str,
     first: dict[tuple[str, str], int] = {}
     for place, (source, event_id, _) in enumerate(events):
         first.setdefault((source, event_id), place)
-    rows = [dict(consumer=consumer, source=events[place][0], event_id=events[place][1],
-                 event_type=events[place][2], outcome=outcome) for place in first.values()]
+    rows = [
+        dict(
+            consumer=consumer,
+            source=events[place][0],
+            event_id=events[place][1],
+            event_type=events[place][2],
+            outcome=outcome,
+        )
+        for place in first.values()
+    ]
     written = insert_many(session, _INBOX, rows, returning=("source", "event_id"), skip_conflicts=True)
     new = {(source, event_id) for source, event_id in written}
-    return [first[(source, event_id)] == place and (source, event_id) in new
-            for place, (source, event_id, _) in enumerate(events)]
+    return [
+        first[(source, event_id)] == place and (source, event_id) in new
+        for place, (source, event_id, _) in enumerate(events)
+    ]
 
 
 def holds(session: Session, consumer: str, source: str, event_id: str) -> bool:
     """Whether this consumer already has the event."""
     inbox = InboxEntry.__table__.c
-    return session.execute(select(inbox.id).where(
-        inbox.consumer == consumer, inbox.source == source, inbox.event_id == event_id)).first() is not None
+    return (
+        session.execute(
+            select(inbox.id).where(inbox.consumer == consumer, inbox.source == source, inbox.event_id == event_id)
+        ).first()
+        is not None
+    )
 
 
 def set_outcome(session: Session, consumer: str, source: str, event_id: str, outcome: str) -> None:
     inbox = InboxEntry.__table__.c
-    session.execute(update(InboxEntry.__table__).where(  # type: ignore[arg-type]
-        inbox.consumer == consumer, inbox.source == source, inbox.event_id == event_id
-    ).values(outcome=outcome))
+    session.execute(
+        update(InboxEntry.__table__)
+        .where(  # type: ignore[arg-type]
+            inbox.consumer == consumer, inbox.source == source, inbox.event_id == event_id
+        )
+        .values(outcome=outcome)
+    )
 
 
 def release(session: Session, consumer: str, source: str, event_id: str) -> None:
     """Forget a rejected event so a replay can process it afresh."""
-    session.execute(delete(InboxEntry).where(
-        InboxEntry.consumer == consumer, InboxEntry.source == source, InboxEntry.event_id == event_id
-    ))
+    session.execute(
+        delete(InboxEntry).where(
+            InboxEntry.consumer == consumer, InboxEntry.source == source, InboxEntry.event_id == event_id
+        )
+    )

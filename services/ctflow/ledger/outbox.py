@@ -45,10 +45,21 @@ _UNSENT = _COLUMNS.sent_at.is_(None)
 _SENT_NOW = {"sent_at": bindparam("now"), "attempts": _COLUMNS.attempts + 1}
 _PUBLISHED = (_COLUMNS.id, _COLUMNS.topic, _COLUMNS.event_id, _COLUMNS.event_type, _COLUMNS.data, _COLUMNS.attributes)
 # Built once: these run for every event, and building a statement costs more than running it.
-_TAKE_DUE = (update(_OUTBOX).where(_COLUMNS.id.in_(
-    select(_COLUMNS.id).where(_UNSENT, _COLUMNS.created_at <= bindparam("due"))
-    .order_by(_COLUMNS.id).limit(bindparam("limit")).scalar_subquery()), _UNSENT)
-    .values(_SENT_NOW).returning(*_PUBLISHED))
+_TAKE_DUE = (
+    update(_OUTBOX)
+    .where(
+        _COLUMNS.id.in_(
+            select(_COLUMNS.id)
+            .where(_UNSENT, _COLUMNS.created_at <= bindparam("due"))
+            .order_by(_COLUMNS.id)
+            .limit(bindparam("limit"))
+            .scalar_subquery()
+        ),
+        _UNSENT,
+    )
+    .values(_SENT_NOW)
+    .returning(*_PUBLISHED)
+)
 _MARK_SENT = update(_OUTBOX).where(_COLUMNS.id.in_(bindparam("ids", expanding=True)), _UNSENT).values(_SENT_NOW)
 
 
@@ -71,11 +82,23 @@ def write_staged(session: Session, *, sent: bool = False) -> list[OutboxRow]:
     session.info[STAGED] = []
     now = utcnow()
     settled = {"sent_at": now, "attempts": 1} if sent else {"sent_at": None, "attempts": 0}
-    written = insert_many(session, _OUTBOX, [
-        dict(topic=row.topic, event_id=row.event_id, event_type=row.event_type, data=row.data,
-             attributes=row.attributes, created_at=now, **settled)
-        for row in rows
-    ], returning=("event_id", "id"))  # ids come back in no set order: matched on event ids
+    written = insert_many(
+        session,
+        _OUTBOX,
+        [
+            dict(
+                topic=row.topic,
+                event_id=row.event_id,
+                event_type=row.event_type,
+                data=row.data,
+                attributes=row.attributes,
+                created_at=now,
+                **settled,
+            )
+            for row in rows
+        ],
+        returning=("event_id", "id"),
+    )  # ids come back in no set order: matched on event ids
     ids: dict[str, deque[int]] = defaultdict(deque)  # an event id written twice gets its ids in row order
     for event_id, row_id in sorted(written, key=lambda pair: pair[1]):
         ids[event_id].append(row_id)
@@ -85,8 +108,9 @@ def write_staged(session: Session, *, sent: bool = False) -> list[OutboxRow]:
 
 
 def unsent(session: Session, *, older_than: timedelta = timedelta(0), limit: int = 500) -> list[OutboxMessage]:
-    query = select(OutboxMessage).where(OutboxMessage.sent_at.is_(None),
-                                        OutboxMessage.created_at <= utcnow() - older_than)
+    query = select(OutboxMessage).where(
+        OutboxMessage.sent_at.is_(None), OutboxMessage.created_at <= utcnow() - older_than
+    )
     return list(session.scalars(query.order_by(OutboxMessage.id).limit(limit)))
 
 
@@ -99,8 +123,10 @@ def take_unsent(session: Session, *, older_than: timedelta = timedelta(0), limit
     """
     now = utcnow()
     taken = execute(session, _TAKE_DUE, {"due": now - older_than, "limit": limit, "now": now})
-    rows = [OutboxRow(topic, event_id, event_type, data, attributes, row_id)
-            for row_id, topic, event_id, event_type, data, attributes in taken]
+    rows = [
+        OutboxRow(topic, event_id, event_type, data, attributes, row_id)
+        for row_id, topic, event_id, event_type, data, attributes in taken
+    ]
     return sorted(rows, key=lambda row: row.id or 0)
 
 
@@ -111,5 +137,7 @@ def mark_sent(session: Session, ids: Sequence[int], when: datetime | None = None
 
 
 def mark_failed(session: Session, row_id: int, error: str) -> None:
-    execute(session, update(_OUTBOX).where(_COLUMNS.id == row_id)
-                    .values(attempts=_COLUMNS.attempts + 1, last_error=error[:2000]))
+    execute(
+        session,
+        update(_OUTBOX).where(_COLUMNS.id == row_id).values(attempts=_COLUMNS.attempts + 1, last_error=error[:2000]),
+    )

@@ -26,8 +26,17 @@ def run_id_for(pipeline: str, *key: str) -> str:
     return f"{pipeline}-{digest}"
 
 
-def create(session: Session, *, run_id: str, pipeline: str, trigger: dict[str, Any], hyperparameters: dict[str, Any],
-           service: str, dataset_version: str | None = None, dataset: dict[str, Any] | None = None) -> None:
+def create(
+    session: Session,
+    *,
+    run_id: str,
+    pipeline: str,
+    trigger: dict[str, Any],
+    hyperparameters: dict[str, Any],
+    service: str,
+    dataset_version: str | None = None,
+    dataset: dict[str, Any] | None = None,
+) -> None:
     """Add a `requested` run, and its first timeline entry, to this transaction.
 
     Both rows are deferred to commit (ctflow.ledger.sql.defer_insert): the runs a batch of
@@ -35,9 +44,22 @@ def create(session: Session, *, run_id: str, pipeline: str, trigger: dict[str, A
     then. A second run with the same id fails the transaction at commit.
     """
     now = utcnow()
-    defer_insert(session, Run, dict(id=run_id, pipeline=pipeline, state=states.REQUESTED, trigger=trigger,
-                                    hyperparameters=hyperparameters, dataset_version=dataset_version,
-                                    dataset=dataset, trace_id=trace_id_for(run_id), created_at=now, updated_at=now))
+    defer_insert(
+        session,
+        Run,
+        dict(
+            id=run_id,
+            pipeline=pipeline,
+            state=states.REQUESTED,
+            trigger=trigger,
+            hyperparameters=hyperparameters,
+            dataset_version=dataset_version,
+            dataset=dataset,
+            trace_id=trace_id_for(run_id),
+            created_at=now,
+            updated_at=now,
+        ),
+    )
     _note(session, run_id, "state", states.REQUESTED, service, None, None)
 
 
@@ -48,8 +70,15 @@ def get(session: Session, run_id: str, *, for_update: bool = False) -> Run | Non
     return session.get(Run, run_id)
 
 
-def transition(session: Session, run: Run, target: str, service: str, *, reason: str | None = None,
-               detail: dict[str, Any] | None = None) -> None:
+def transition(
+    session: Session,
+    run: Run,
+    target: str,
+    service: str,
+    *,
+    reason: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> None:
     """Move a run to `target` if the state machine allows it; record it on the timeline."""
     states.check(run.id, run.state, target)
     run.state = target
@@ -68,10 +97,20 @@ def note_event(session: Session, run_id: str, kind: str, event: Event, service: 
     _note(session, run_id, kind, event.type, service, event.id, {"source": event.source})
 
 
-def _note(session: Session, run_id: str, kind: str, name: str, service: str, event_id: str | None,
-          detail: dict[str, Any] | None) -> None:
-    defer_insert(session, TimelineEntry, dict(run_id=run_id, at=utcnow(), kind=kind, name=name, service=service,
-                                              event_id=event_id, detail=detail))
+def _note(
+    session: Session,
+    run_id: str,
+    kind: str,
+    name: str,
+    service: str,
+    event_id: str | None,
+    detail: dict[str, Any] | None,
+) -> None:
+    defer_insert(
+        session,
+        TimelineEntry,
+        dict(run_id=run_id, at=utcnow(), kind=kind, name=name, service=service, event_id=event_id, detail=detail),
+    )
 
 
 def timeline(session: Session, run_id: str) -> list[TimelineEntry]:

@@ -59,8 +59,14 @@ def insert_ignore(session: Session, model: type[DeclarativeBase], values: dict[s
     return written[0][0] if written else None
 
 
-def insert_many(session: Session, table: Table, rows: Sequence[Mapping[str, Any]], *, returning: Sequence[str] = (),
-                skip_conflicts: bool = False) -> Sequence[Row[Any]]:
+def insert_many(
+    session: Session,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    returning: Sequence[str] = (),
+    skip_conflicts: bool = False,
+) -> Sequence[Row[Any]]:
     """INSERT rows (each with the same keys) in one statement; each written row's `returning` columns.
 
     `skip_conflicts`: a row whose unique key exists already (or repeats an earlier row's)
@@ -127,12 +133,14 @@ def _table_order() -> dict[str, int]:
 
 
 @cache
-def _bulk_insert(dialect: str, table: Table, names: tuple[str, ...], returning: tuple[str, ...],
-                 skip_conflicts: bool) -> Insert:
+def _bulk_insert(
+    dialect: str, table: Table, names: tuple[str, ...], returning: tuple[str, ...], skip_conflicts: bool
+) -> Insert:
     if dialect == "postgresql":
         # Keys missing from a row would read as NULL here, not as the column's default: all rows have all keys.
-        records = func.json_populate_recordset(literal_column(f'NULL::"{table.name}"'),
-                                               cast(bindparam("rows", type_=Text), JSON))
+        records = func.json_populate_recordset(
+            literal_column(f'NULL::"{table.name}"'), cast(bindparam("rows", type_=Text), JSON)
+        )
         source = select(*(column(name) for name in names)).select_from(records)  # quoted where a name needs it
         statement = dialect_insert(dialect, table).from_select(names, source)
     else:

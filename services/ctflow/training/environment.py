@@ -22,8 +22,16 @@ if TYPE_CHECKING:
     from ..settings import Settings
 
 
-def trainer_environment(settings: Settings, *, run_id: str, pipeline: str, dataset_uri: str,
-                        hyperparameters: dict[str, Any], trigger_event_id: str | None, image: str) -> dict[str, str]:
+def trainer_environment(
+    settings: Settings,
+    *,
+    run_id: str,
+    pipeline: str,
+    dataset_uri: str,
+    hyperparameters: dict[str, Any],
+    trigger_event_id: str | None,
+    image: str,
+) -> dict[str, str]:
     env = {
         "CTFLOW_RUN_ID": run_id,
         "CTFLOW_PIPELINE": pipeline,
@@ -54,8 +62,9 @@ def git_sha() -> str | None:
     if not (REPO_ROOT / ".git").exists():
         return None
     try:
-        done = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=5, check=True)
+        done = subprocess.run(
+            ["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return done.stdout.strip() or None

@@ -71,22 +71,44 @@ class LocalProcessBackend:
 
     def _start(self, folder: Path, request: JobRequest) -> None:
         job_id = f"local/{request.run_id}/{folder.name}"
-        argv = [self.python if i == 0 and part in ("python", "python3") else part
-                for i, part in enumerate(request.training.entrypoint)]
+        argv = [
+            self.python if i == 0 and part in ("python", "python3") else part
+            for i, part in enumerate(request.training.entrypoint)
+        ]
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(_NOT_INHERITED)}
-        env = {**inherited, **request.env, "CTFLOW_JOB_ID": job_id,
-               "AIP_MODEL_DIR": str(folder / "model"), "AIP_CHECKPOINT_DIR": str(folder / "checkpoints")}
+        env = {
+            **inherited,
+            **request.env,
+            "CTFLOW_JOB_ID": job_id,
+            "AIP_MODEL_DIR": str(folder / "model"),
+            "AIP_CHECKPOINT_DIR": str(folder / "checkpoints"),
+        }
         record: dict[str, Any] = {
-            "job_id": job_id, "run_id": request.run_id, "pipeline": request.pipeline, "labels": request.labels,
-            "argv": argv, "timeout_seconds": request.training.timeout_seconds, "created_at": time.time(),
+            "job_id": job_id,
+            "run_id": request.run_id,
+            "pipeline": request.pipeline,
+            "labels": request.labels,
+            "argv": argv,
+            "timeout_seconds": request.training.timeout_seconds,
+            "created_at": time.time(),
         }
         _write_record(folder, record)  # before the process exists: a crash now leaves a findable trace
         with (folder / "stdout.log").open("ab") as out, (folder / "stderr.log").open("ab") as err:
-            child = subprocess.Popen(argv, cwd=folder, env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                     start_new_session=True, close_fds=True)
+            child = subprocess.Popen(
+                argv,
+                cwd=folder,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
+                close_fds=True,
+            )
         processes.CHILDREN[child.pid] = child
-        _write_record(folder, {**record, "pid": child.pid, "start_ticks": processes.start_ticks(child.pid),
-                               "started_at": time.time()})
+        _write_record(
+            folder,
+            {**record, "pid": child.pid, "start_ticks": processes.start_ticks(child.pid), "started_at": time.time()},
+        )
 
     def status(self, job_id: str) -> JobStatus:
         return self._status(self._folder(job_id))
@@ -204,8 +226,10 @@ def _reported(folder: Path, record: dict[str, Any], ended_at: float) -> JobStatu
         state, error = ("succeeded", None) if data["status"] == "succeeded" else ("failed", data.get("error"))
     except (OSError, ValueError, KeyError, TypeError):
         state = "failed"
-        error = (f"trainer process {record['pid']} ended without writing completion.json (killed or crashed; "
-                 "its exit status was lost when the launcher restarted)")
+        error = (
+            f"trainer process {record['pid']} ended without writing completion.json (killed or crashed; "
+            "its exit status was lost when the launcher restarted)"
+        )
     return JobStatus(record["job_id"], state, str(folder), error, ended_at)  # type: ignore[arg-type]
 
 

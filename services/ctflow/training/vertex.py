@@ -57,7 +57,7 @@ def label_value(value: str) -> str:
     if clean == value and len(value) <= _LABEL_MAX:
         return value
     digest = hashlib.sha256(value.encode()).hexdigest()[:16]
-    return f"{clean[:_LABEL_MAX - len(digest) - 1]}-{digest}"
+    return f"{clean[: _LABEL_MAX - len(digest) - 1]}-{digest}"
 
 
 def job_state(vertex_state: str) -> JobState:
@@ -92,8 +92,12 @@ class VertexBackend:
     def _retry(self) -> Any:
         from google.api_core import exceptions, retry
 
-        transient = retry.if_exception_type(exceptions.ServiceUnavailable, exceptions.InternalServerError,
-                                            exceptions.TooManyRequests, exceptions.DeadlineExceeded)
+        transient = retry.if_exception_type(
+            exceptions.ServiceUnavailable,
+            exceptions.InternalServerError,
+            exceptions.TooManyRequests,
+            exceptions.DeadlineExceeded,
+        )
         return retry.Retry(predicate=transient, initial=0.2, maximum=5.0, multiplier=2.0, timeout=30.0)
 
     def output_uri(self, run_id: str) -> str:
@@ -111,7 +115,8 @@ class VertexBackend:
         job = self._custom_job(request)
         try:
             created = self._client.create_custom_job(
-                parent=self.parent, custom_job=job, retry=None, timeout=CALL_TIMEOUT_SECONDS)
+                parent=self.parent, custom_job=job, retry=None, timeout=CALL_TIMEOUT_SECONDS
+            )
         except BadRequest as exc:
             raise JobRefused(f"Vertex AI refused the training job for run {request.run_id}: {exc.message}") from exc
         log.info("created Vertex AI CustomJob %s for run %s", created.name, request.run_id)
@@ -199,7 +204,8 @@ def job_status(job: Any) -> JobStatus:
     if vertex_state == "JOB_STATE_EXPIRED":
         limit = job.job_spec.scheduling.timeout
         message = (f"timed out (the job's timeout is {int(limit.total_seconds())} s)" if limit else "timed out") + (
-            f": {message}" if message else "")
+            f": {message}" if message else ""
+        )
     elif vertex_state == "JOB_STATE_PARTIALLY_SUCCEEDED":
         message = "only partially succeeded" + (f": {message}" if message else "")
     elif state == "failed" and not message:

@@ -50,16 +50,11 @@ def test_a_job_reads_and_writes_gcs(bucket: str, job_env: dict[str, str], tmp_pa
         "state_dict.pt",
     ]
     report = json.loads(uris.read_bytes(f"{bucket}/runs/r1/model/completion.json"))
-    assert (
-        report["data"]["status"] == "succeeded"
-        and report["data"]["model_dir"] == job_env["AIP_MODEL_DIR"]
-    )
+    assert report["data"]["status"] == "succeeded" and report["data"]["model_dir"] == job_env["AIP_MODEL_DIR"]
     assert uris.list_names(job_env["AIP_CHECKPOINT_DIR"]) == ["ckpt-00001.pt", "ckpt-00002.pt"]
 
 
-def test_a_missing_gcs_version_fails_with_a_report_in_the_bucket(
-    bucket: str, job_env: dict[str, str]
-) -> None:
+def test_a_missing_gcs_version_fails_with_a_report_in_the_bucket(bucket: str, job_env: dict[str, str]) -> None:
     """No marker at the dataset URI: exit 1 and a failed completion.json in the model folder."""
     job_env.update(
         CTFLOW_DATASET_URI=f"{bucket}/datasets/digits/absent/",

@@ -58,11 +58,7 @@ def test_default_hyperparameters_train_a_servable_model_with_full_tracking(
         "model_size_bytes",
     }
     assert data["metrics"]["model_size_bytes"] == (model_dir / "model.pt").stat().st_size
-    assert (
-        data["epochs_completed"]
-        == data["metrics"]["epochs_completed"]
-        >= data["metrics"]["best_epoch"]
-    )
+    assert data["epochs_completed"] == data["metrics"]["epochs_completed"] >= data["metrics"]["best_epoch"]
 
     [run] = mlflow_runs(job_env)
     assert run.info.run_id == data["mlflow_run_id"] and run.info.status == "FINISHED"
@@ -115,9 +111,7 @@ def test_default_hyperparameters_train_a_servable_model_with_full_tracking(
     assert data["mlflow_model_uri"].startswith("models:/")
 
 
-def test_same_seed_data_and_hyperparameters_give_identical_metrics(
-    job_env: dict[str, str], tmp_path: Path
-) -> None:
+def test_same_seed_data_and_hyperparameters_give_identical_metrics(job_env: dict[str, str], tmp_path: Path) -> None:
     """Two runs of the same job on CPU log bit-identical curves and final metrics."""
     job_env["CTFLOW_HYPERPARAMETERS"] = json.dumps({"epochs": 3, "seed": 3})
     second = {
@@ -134,15 +128,10 @@ def test_same_seed_data_and_hyperparameters_give_identical_metrics(
         # size differs by a few bytes here (not across processes); the weights are compared below.
         data["metrics"].pop("model_size_bytes")
     assert first_data["metrics"] == second_data["metrics"]
-    weights = [
-        torch.load(Path(env["AIP_MODEL_DIR"]) / "state_dict.pt", weights_only=True)
-        for env in (job_env, second)
-    ]
+    weights = [torch.load(Path(env["AIP_MODEL_DIR"]) / "state_dict.pt", weights_only=True) for env in (job_env, second)]
     assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
     for key in ("train_loss", "val_loss", "val_accuracy"):
-        assert curve(job_env, first_data["mlflow_run_id"], key) == curve(
-            second, second_data["mlflow_run_id"], key
-        )
+        assert curve(job_env, first_data["mlflow_run_id"], key) == curve(second, second_data["mlflow_run_id"], key)
 
 
 def test_the_cnn_trains_too(job_env: dict[str, str]) -> None:
@@ -169,11 +158,7 @@ def test_a_checksum_mismatch_fails_the_run_before_training(
 
     assert run_job(job_env) == 1
     report = completion(job_env)["data"]
-    assert (
-        report["status"] == "failed"
-        and "train.npz" in report["error"]
-        and "sha256" in report["error"]
-    )
+    assert report["status"] == "failed" and "train.npz" in report["error"] and "sha256" in report["error"]
     assert (report["mlflow_run_id"], report["epochs_completed"], report["metrics"]) == (None, 0, {})
     assert mlflow_runs(job_env) == []
 

@@ -26,9 +26,17 @@ def fresh_mlflow(tmp_path: Path) -> str:
 
 def _tracker(uri: str, digits_version: Path) -> Tracker:
     run_id = f"run-{uuid.uuid4().hex[:10]}"
-    return Tracker(JobConfig.from_env({"CTFLOW_RUN_ID": run_id, "CTFLOW_PIPELINE": "digits",
-                                       "CTFLOW_DATASET_URI": str(digits_version), "CTFLOW_HYPERPARAMETERS": "{}",
-                                       "MLFLOW_TRACKING_URI": uri}))
+    return Tracker(
+        JobConfig.from_env(
+            {
+                "CTFLOW_RUN_ID": run_id,
+                "CTFLOW_PIPELINE": "digits",
+                "CTFLOW_DATASET_URI": str(digits_version),
+                "CTFLOW_HYPERPARAMETERS": "{}",
+                "MLFLOW_TRACKING_URI": uri,
+            }
+        )
+    )
 
 
 def _dataset_inputs(uri: str, run_id: str) -> list[str]:
@@ -51,8 +59,9 @@ def test_sweep_jobs_starting_together_all_log_the_dataset(fresh_mlflow: str, dig
     assert len(set(run_ids)) == 6 and len(digests) == 1
 
 
-def test_a_collision_with_another_jobs_insert_is_retried(fresh_mlflow: str, digits_version: Path,
-                                                         monkeypatch: pytest.MonkeyPatch):
+def test_a_collision_with_another_jobs_insert_is_retried(
+    fresh_mlflow: str, digits_version: Path, monkeypatch: pytest.MonkeyPatch
+):
     """What MLflow raises when another job inserted the dataset between its look-up and its insert:
     the job links its run to the other job's dataset instead of failing."""
     dataset = load_verified_dataset(str(digits_version))
@@ -64,8 +73,11 @@ def test_a_collision_with_another_jobs_insert_is_retried(fresh_mlflow: str, digi
     def collides_once(run_id, datasets):  # type: ignore[no-untyped-def]
         calls.append(run_id)
         if len(calls) == 1:
-            raise MlflowException("(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
-                                  "datasets.name, datasets.digest", error_code="BAD_REQUEST")
+            raise MlflowException(
+                "(sqlite3.IntegrityError) UNIQUE constraint failed: datasets.experiment_id, "
+                "datasets.name, datasets.digest",
+                error_code="BAD_REQUEST",
+            )
         return real_log_inputs(run_id, datasets=datasets)
 
     monkeypatch.setattr(second.client, "log_inputs", collides_once)
@@ -74,8 +86,9 @@ def test_a_collision_with_another_jobs_insert_is_retried(fresh_mlflow: str, digi
     assert _dataset_inputs(fresh_mlflow, second_run) == _dataset_inputs(fresh_mlflow, first_run)
 
 
-def test_a_lasting_failure_is_raised_after_a_few_attempts(fresh_mlflow: str, digits_version: Path,
-                                                          monkeypatch: pytest.MonkeyPatch):
+def test_a_lasting_failure_is_raised_after_a_few_attempts(
+    fresh_mlflow: str, digits_version: Path, monkeypatch: pytest.MonkeyPatch
+):
     tracker = _tracker(fresh_mlflow, digits_version)
     calls = []
 

@@ -34,19 +34,13 @@ def test_holdout_and_training_rows_never_overlap(written: tuple[Path, Path, str]
     with np.load(dataset / "train.npz") as train, np.load(holdout) as held:
         train_x, held_x, train_y, held_y = train["X"], held["X"], train["y"], held["y"]
     all_x, _ = digits_arrays()
-    assert (
-        len({row.tobytes() for row in all_x}) == 1797
-    )  # no duplicate images, so content identifies a row
+    assert len({row.tobytes() for row in all_x}) == 1797  # no duplicate images, so content identifies a row
     assert len(train_x) + len(held_x) == len(all_x)
     assert not (_rows(train_x) & _rows(held_x))
     assert _rows(train_x) | _rows(held_x) == _rows(all_x)
     assert 0.19 < len(held_x) / len(all_x) < 0.21
-    assert np.array_equal(
-        np.bincount(held_y) > 30, np.ones(10, bool)
-    )  # stratified: every class present
-    assert (
-        train_y.dtype == np.int64 and train_x.dtype == np.float32 and train_x.shape[1:] == (1, 8, 8)
-    )
+    assert np.array_equal(np.bincount(held_y) > 30, np.ones(10, bool))  # stratified: every class present
+    assert train_y.dtype == np.int64 and train_x.dtype == np.float32 and train_x.shape[1:] == (1, 8, 8)
     assert train_x.min() >= 0.0 and train_x.max() <= 1.0
 
 
@@ -59,9 +53,7 @@ def test_the_dataset_manifest_verifies(written: tuple[Path, Path, str]) -> None:
     assert manifest.extra == {"pipeline": "digits", "version": "v1"}
 
 
-def test_holdout_bytes_are_identical_run_to_run(
-    tmp_path: Path, written: tuple[Path, Path, str]
-) -> None:
+def test_holdout_bytes_are_identical_run_to_run(tmp_path: Path, written: tuple[Path, Path, str]) -> None:
     """Two writes (at different times) give the same bytes, so the sha256 can be pinned."""
     _, holdout, sha = written
     again = tmp_path / "again.npz"

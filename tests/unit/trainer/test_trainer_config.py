@@ -76,10 +76,7 @@ def test_job_config_reads_the_vertex_and_ctflow_variables() -> None:
         }
     )
     assert (cfg.job_id, cfg.experiment_name, cfg.model_dir) == ("123", "digits", "gs://b/m/")
-    assert (
-        JobConfig.from_env({**ENV, "CTFLOW_JOB_ID": "job-7", "CLOUD_ML_JOB_ID": "123"}).job_id
-        == "job-7"
-    )
+    assert JobConfig.from_env({**ENV, "CTFLOW_JOB_ID": "job-7", "CLOUD_ML_JOB_ID": "123"}).job_id == "job-7"
 
 
 @pytest.mark.parametrize("name", ["CTFLOW_RUN_ID", "CTFLOW_PIPELINE", "CTFLOW_DATASET_URI"])

@@ -24,9 +24,7 @@ def _version(folder: Path, x: np.ndarray, y: np.ndarray) -> Path:
 @pytest.fixture
 def version(tmp_path: Path) -> Path:
     rng = np.random.default_rng(1)
-    return _version(
-        tmp_path / "v1", rng.random((40, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 40)
-    )
+    return _version(tmp_path / "v1", rng.random((40, 1, 8, 8), dtype=np.float32), rng.integers(0, 10, 40))
 
 
 def test_a_sound_version_loads_by_local_path_and_file_uri(version: Path) -> None:
@@ -74,9 +72,7 @@ def test_the_split_depends_only_on_the_seed(version: Path) -> None:
     dataset = load_verified_dataset(str(version))
     a, b = split(dataset, 42), split(dataset, 42)
     assert all(np.array_equal(p, q) for p, q in zip(a, b, strict=True))
-    assert not np.array_equal(split(dataset, 43)[3], a[3]) or not np.array_equal(
-        split(dataset, 43)[2], a[2]
-    )
+    assert not np.array_equal(split(dataset, 43)[3], a[3]) or not np.array_equal(split(dataset, 43)[2], a[2])
     assert len(a[0]) == 34 and len(a[2]) == 6
     train_rows = {r.tobytes() for r in a[0]}
     assert not any(r.tobytes() in train_rows for r in a[2])

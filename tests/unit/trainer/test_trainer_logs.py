@@ -35,8 +35,12 @@ def test_log_lines_are_json_with_the_run_id_and_the_fields():
     log = _logger(stream)
     log.info("epoch %d", 3, extra={"fields": {"metrics": {"val_loss": 0.25}}})
     [line] = _lines(stream)
-    assert (line["severity"], line["message"], line["run_id"], line["metrics"]) == ("INFO", "epoch 3", "run-1",
-                                                                                    {"val_loss": 0.25})
+    assert (line["severity"], line["message"], line["run_id"], line["metrics"]) == (
+        "INFO",
+        "epoch 3",
+        "run-1",
+        {"val_loss": 0.25},
+    )
 
 
 def test_short_epochs_log_the_first_the_last_and_one_line_per_interval():
@@ -78,11 +82,20 @@ TRACKER_SCRIPT = textwrap.dedent("""
 
 def test_mlflow_alembic_and_sqlalchemy_lines_come_out_as_the_jobs_json_at_warning_and_above(tmp_path: Path):
     """`import mlflow` gives these loggers plain-text handlers at INFO; the job's stderr stays JSON."""
-    done = subprocess.run([sys.executable, "-c", TRACKER_SCRIPT, str(tmp_path)], capture_output=True, text=True,
-                          timeout=120, env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-                                            "MLFLOW_DISABLE_TELEMETRY": "true",
-                                            "PYTHONPATH": f"{REPO_ROOT / 'trainer_image'}:{REPO_ROOT / 'services'}"})
+    done = subprocess.run(
+        [sys.executable, "-c", TRACKER_SCRIPT, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "PYTHONPATH": f"{REPO_ROOT / 'trainer_image'}:{REPO_ROOT / 'services'}",
+        },
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     lines = [json.loads(line) for line in done.stderr.splitlines()]  # fails on any plain-text line
     assert [line["message"] for line in lines] == [
-        f"a warning from {name}" for name in ("mlflow.store", "alembic.runtime.migration", "sqlalchemy.engine.Engine")]
+        f"a warning from {name}" for name in ("mlflow.store", "alembic.runtime.migration", "sqlalchemy.engine.Engine")
+    ]

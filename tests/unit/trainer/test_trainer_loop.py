@@ -111,9 +111,7 @@ def test_a_torn_checkpoint_falls_back_to_the_previous_one(tmp_path: Path) -> Non
 
 def test_another_jobs_checkpoint_is_refused(tmp_path: Path) -> None:
     """A checkpoint folder shared with a different run fails loudly instead of mixing runs."""
-    Checkpointer(str(tmp_path), {"run_id": "r1"}).maybe_save(
-        1, _trainer().state_dict, None, force=True
-    )
+    Checkpointer(str(tmp_path), {"run_id": "r1"}).maybe_save(1, _trainer().state_dict, None, force=True)
     with pytest.raises(ConfigError, match="another job"):
         Checkpointer(str(tmp_path), {"run_id": "r2"}).load_latest()
 
@@ -134,9 +132,7 @@ def test_exported_torchscript_matches_the_eager_model(tmp_path: Path) -> None:
     trainer = _trainer()
     trainer.fit()
     model = trainer.best_model()
-    export_model(
-        model, tmp_path, hp=HP, input_shape=(1, 4, 4), num_classes=3, pipeline="p", run_id="r"
-    )
+    export_model(model, tmp_path, hp=HP, input_shape=(1, 4, 4), num_classes=3, pipeline="p", run_id="r")
     x = torch.from_numpy(_data()[2])
     with torch.no_grad():
         assert torch.equal(torch.jit.load(str(tmp_path / "model.pt"))(x), model(x))

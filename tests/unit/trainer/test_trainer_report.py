@@ -57,10 +57,7 @@ def test_http_delivery_retries_server_errors_then_succeeds() -> None:
     assert len(recorder.requests) == 3
     assert sleeps == [0.5, 1.0]
     headers, body = recorder.requests[-1]
-    assert (
-        headers["ce-id"] == "training-completed-run-42"
-        and json.loads(body)["status"] == "succeeded"
-    )
+    assert headers["ce-id"] == "training-completed-run-42" and json.loads(body)["status"] == "succeeded"
 
 
 def test_http_delivery_does_not_retry_a_client_error() -> None:
