@@ -31,8 +31,11 @@ bench: install
 	scripts/ensure-test-services.sh
 	$(PY) tests/bench/run_all.py
 
+# Types (mypy, configured in pyproject.toml), lint rules and formatting; CI runs it before the tests.
 lint: install
 	$(VENV)/bin/ruff check services tests trainer_image
+	$(VENV)/bin/ruff format --check services tests trainer_image
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache .bench

@@ -1,10 +1,15 @@
 """The completion-handler service. Container: `uvicorn completion_handler.app:app --host 0.0.0.0 --port $PORT`."""
 
+from typing import Any
+
+from fastapi import FastAPI
+
+from ctflow.deps import Dependencies
 from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import COMPLETION_HANDLER
 
 
-def finish_evaluations(deps):  # type: ignore[no-untyped-def]
+def finish_evaluations(deps: Dependencies) -> dict[str, Any]:
     """Reconcile: finish runs a crash left in `evaluating` (the evaluation code is imported only now)."""
     from completion_handler.finishing import finish_stuck
 
@@ -14,7 +19,7 @@ def finish_evaluations(deps):  # type: ignore[no-untyped-def]
 RECONCILERS = (*CORE_RECONCILERS, finish_evaluations)
 
 
-def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
+def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
     return create_service(
         COMPLETION_HANDLER, "completion_handler.handlers:HANDLERS", reconcilers=RECONCILERS, deps_factory=deps_factory
     )

@@ -28,8 +28,7 @@ _NOT_YET_TRAINING = frozenset({states.REQUESTED, states.QUEUED, states.SUPERSEDE
 
 
 def on_training_completed(ctx: HandlerContext) -> Outcome:
-    done = ctx.payload
-    assert isinstance(done, TrainingCompleted)  # the intake validated it
+    done = ctx.payload_as(TrainingCompleted)
     if ctx.event.subject and ctx.event.subject != done.run_id:
         raise Rejected(f"event subject {ctx.event.subject!r} and data.run_id {done.run_id!r} name different runs")
     run = runs.get(ctx.tx, done.run_id, for_update=True)

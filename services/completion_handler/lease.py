@@ -95,4 +95,4 @@ def release(tx: Session, task: EvaluationTask, error: str) -> None:
     """Give the lease back after a transient failure, so the next reconcile tick retries at once."""
     run = holder(tx, task)
     if run is not None:
-        run.evaluation = {**run.evaluation, "status": "pending", "lease": None, "last_error": error[:2000]}
+        run.evaluation = {**(run.evaluation or {}), "status": "pending", "lease": None, "last_error": error[:2000]}

@@ -12,12 +12,16 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+if TYPE_CHECKING:
+    from .settings import ClientSettings
 
-def _settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+
+def _settings(args: argparse.Namespace) -> ClientSettings:
     """Settings from the environment and the options, as a client of the deployment: in gcp
     mode `drop` and `publish` need the project (and bucket), nothing the services need."""
     from pydantic import ValidationError
@@ -69,7 +73,7 @@ def _call(method: str, url: str, **params: str | None) -> Any:
     return response.json()
 
 
-def _embedded_settings(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+def _embedded_settings(args: argparse.Namespace) -> ClientSettings:
     settings = _settings(args)
     if settings.mode != "embedded":
         sys.exit(
@@ -221,7 +225,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="ctflow", description="Continuous training for PyTorch models.")
     sub = p.add_subparsers(dest="command", required=True)
 
-    def command(name: str, fn, help: str) -> argparse.ArgumentParser:  # type: ignore[no-untyped-def]
+    def command(name: str, fn: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
         c = sub.add_parser(name, help=help, description=help)
         c.add_argument(
             "--home", default=os.environ.get("CTFLOW_HOME"), help="embedded state folder (default ~/.ctflow)"

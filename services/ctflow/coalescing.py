@@ -40,16 +40,17 @@ class _Slot(Generic[T, R]):
 
     __slots__ = ("item", "result", "error", "answered")
 
-    def __init__(self, item: T, answered: Callable[[], None]) -> None:
+    def __init__(self, item: T, answered: Callable[[], object]) -> None:
         self.item = item
-        self.result: R | None = None
+        self.result: tuple[R] | None = None  # (what the writer answered,) once it has
         self.error: BaseException | None = None
         self.answered = answered
 
     def outcome(self) -> R:
         if self.error is not None:
             raise self.error
-        return self.result  # type: ignore[return-value]
+        assert self.result is not None, "a slot is answered with a result or an error"
+        return self.result[0]
 
 
 class Coalescer(Generic[T, R]):
@@ -133,7 +134,7 @@ class Coalescer(Generic[T, R]):
         try:
             results = self._write([slot.item for slot in batch])
             for slot, result in zip(batch, results, strict=True):
-                slot.result = result
+                slot.result = (result,)
         except BaseException as exc:  # noqa: BLE001 - handed to every caller in the batch
             for slot in batch:
                 slot.error = exc

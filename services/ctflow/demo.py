@@ -36,11 +36,12 @@ def run_demo(settings: Settings, *, timeout: float = 300) -> int:
             f"this build runs the loop up to a run in state {'/'.join(GOAL_STATES)}: "
             "serving (TorchServe canary rollout) is not built yet"
         )
-        spec = stack.deps.pipelines.get("digits")  # type: ignore[union-attr]
+        deps = stack.dependencies
+        spec = deps.pipelines.get("digits")
         assert spec is not None, "the bundled digits pipeline is missing"
         with tempfile.TemporaryDirectory() as tmp:
             folder = write_digits_dataset(Path(tmp) / "digits")
-            dropped = drop_folder(folder, spec, stack.deps.blobs)  # type: ignore[union-attr]
+            dropped = drop_folder(folder, spec, deps.blobs)
         _say(f"dropped dataset version {dropped['version']} at {dropped['uri']}")
         run = _follow(api, dropped["version"], timeout)
     if run is None:

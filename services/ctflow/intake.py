@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
@@ -42,10 +42,12 @@ from .deps import Dependencies
 from .events import SOURCE_ROOT, Event, trace_id_of
 from .ledger import dead_letters, failures, inbox, outbox, runs
 from .ledger.db import data_error_reason
+from .ledger.tables import DeadLetter
 from .service import MAX_BODY
 from .topology import EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
+PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
 UNPARSED_SOURCE = "ctflow:unparsed-request"
 UNPARSED_TYPE = "ctflow.unparsed-request"  # the stand-in event type of a request that is not an event
@@ -90,13 +92,19 @@ class HandlerContext:
     prepared: Any = None  # what the handler's `prepare` step returned (see `prepared_by`)
     run_ids: list[str] = field(default_factory=list)
     outbox_rows: list[outbox.OutboxRow] = field(default_factory=list)
-    post_commit: list[Callable[[], None]] = field(default_factory=list)
+    post_commit: list[Callable[[], object]] = field(default_factory=list)
+
+    def payload_as(self, model: type[PayloadT]) -> PayloadT:
+        """The event's data as the model the intake validated it against (a bug if it is not one)."""
+        if not isinstance(self.payload, model):
+            raise TypeError(f"{self.event.type} carries {type(self.payload).__name__}, not {model.__name__}")
+        return self.payload
 
     def emit(self, event: Event, topic: str = EVENTS_TOPIC) -> None:
         """Queue an outgoing event in this transaction (validated against its schema)."""
         self.outbox_rows.append(_write_event(self.tx, self.service, event, topic))
 
-    def after_commit(self, action: Callable[[], None]) -> None:
+    def after_commit(self, action: Callable[[], object]) -> None:
         """Run `action` once this transaction has committed (never if it rolls back).
 
         For external side effects (launching a job): the ledger holds the claim first,
@@ -337,7 +345,7 @@ class Intake:
             reason = f"{self.service} does not handle events of type {event.type!r}; it handles {handled}"
             return _Refusal(event, reason, headers, body, replay_of)
         keyed = getattr(handler, "inbox_key", None)
-        key = (keyed(event) if keyed else None) or (event.source, event.id)
+        key: InboxKey = (keyed(event) if keyed else None) or (event.source, event.id)
         if key != (event.source, event.id) and (unkeepable := inbox.unkeepable_key(*key, event.type)):
             return _Refusal.unparsed(headers, body, unkeepable, replay_of)
         return _Delivery(event, handler, key, replay_of, headers, body)
@@ -377,7 +385,7 @@ class Intake:
         if len(deliveries) > 1:
             try:
                 with self.deps.ledger.transaction() as tx:
-                    return self._handle_all(tx, deliveries)
+                    return list(self._handle_all(tx, deliveries))
             except Exception:  # noqa: BLE001 - rolled back; the deliveries one by one say which failed
                 log.debug("a batch of %d deliveries failed; handling each on its own", len(deliveries))
         return [self._handle_alone(delivery) for delivery in deliveries]
@@ -400,7 +408,9 @@ class Intake:
             for place, delivery in enumerate(deliveries)
         ]
 
-    def _handle(self, tx: Session, delivery: _Delivery, letter: Any) -> tuple[Outcome, HandlerContext | None]:
+    def _handle(
+        self, tx: Session, delivery: _Delivery, letter: DeadLetter | None
+    ) -> tuple[Outcome, HandlerContext | None]:
         """Run the handler of a claimed delivery; `letter` is the dead letter it replays, if any."""
         event = delivery.event
         with _about(event):
@@ -426,7 +436,7 @@ class Intake:
         except ValidationError as exc:
             raise Rejected(f"{event.type} data does not match its schema: {explain(exc)}") from None
 
-    def _reopen(self, tx: Session, letter_id: str, source: str, event_id: str):  # type: ignore[no-untyped-def]
+    def _reopen(self, tx: Session, letter_id: str, source: str, event_id: str) -> DeadLetter:
         letter = dead_letters.get(tx, letter_id)
         if letter is None or letter.consumer != self.service:
             raise Rejected(f"dead letter {letter_id} does not exist for {self.service}")

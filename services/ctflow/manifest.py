@@ -52,7 +52,7 @@ class Manifest:
         return [{"path": f.path, "sha256": f.sha256, "size": f.size} for f in self.files]
 
 
-def safe_relative_path(path: str) -> str:
+def safe_relative_path(path: object) -> str:
     """Return `path` if it stays inside its folder, else raise ManifestError.
 
     Refuses absolute paths, `..`, empty or dot segments, backslashes and control

@@ -150,11 +150,12 @@ def create_service(
             if isinstance(ready, JSONResponse):
                 return ready
             _, intake = ready
+            assert intake is not None, "POST / exists only for a service with handlers"
             body = await read_body(request)
             try:
                 outcome = await intake.receive_async(
                     dict(request.headers),
-                    body,  # type: ignore[union-attr]
+                    body,
                     replay_of=request.headers.get(REPLAY_HEADER),
                 )
             except Exception:

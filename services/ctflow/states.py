@@ -6,6 +6,8 @@ a completion that arrives after a run already failed cannot move it again.
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 REQUESTED = "requested"
 QUEUED = "queued"
 TRAINING = "training"
@@ -18,19 +20,21 @@ ROLLED_BACK = "rolled_back"
 FAILED = "failed"
 SUPERSEDED = "superseded"
 
-ALL = (
-    REQUESTED,
-    QUEUED,
-    TRAINING,
-    EVALUATING,
-    REJECTED,
-    REGISTERED,
-    ROLLING_OUT,
-    PROMOTED,
-    ROLLED_BACK,
-    FAILED,
-    SUPERSEDED,
-)
+# Every state, as a type (the status API's `state` filter) and as a tuple.
+RunState = Literal[
+    "requested",
+    "queued",
+    "training",
+    "evaluating",
+    "rejected",
+    "registered",
+    "rolling_out",
+    "promoted",
+    "rolled_back",
+    "failed",
+    "superseded",
+]
+ALL: tuple[str, ...] = get_args(RunState)
 
 TRANSITIONS: dict[str, frozenset[str]] = {
     REQUESTED: frozenset({QUEUED, TRAINING, SUPERSEDED, FAILED}),

@@ -1,13 +1,16 @@
 """The deployer service. Container: `uvicorn deployer.app:app --host 0.0.0.0 --port $PORT`."""
 
+from fastapi import FastAPI
+
+from ctflow.intake import Handler
 from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import DEPLOYER
 
-HANDLERS: dict = {}  # its event handlers arrive with the training/serving stages
+HANDLERS: dict[str, Handler] = {}  # its event handlers arrive with the training/serving stages
 RECONCILERS = CORE_RECONCILERS
 
 
-def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
+def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
     return create_service(DEPLOYER, HANDLERS, reconcilers=RECONCILERS, deps_factory=deps_factory)
 
 

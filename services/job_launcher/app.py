@@ -1,10 +1,15 @@
 """The job-launcher service. Container: `uvicorn job_launcher.app:app --host 0.0.0.0 --port $PORT`."""
 
+from typing import Any
+
+from fastapi import FastAPI
+
+from ctflow.deps import Dependencies
 from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import JOB_LAUNCHER
 
 
-def reconcile_jobs(deps):  # type: ignore[no-untyped-def]
+def reconcile_jobs(deps: Dependencies) -> dict[str, Any]:
     """Finish launches, poll running jobs, start queued runs (imported on the first tick, not at start-up)."""
     from .reconcile import reconcile_jobs as step
 
@@ -14,7 +19,7 @@ def reconcile_jobs(deps):  # type: ignore[no-untyped-def]
 RECONCILERS = (*CORE_RECONCILERS, reconcile_jobs)
 
 
-def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
+def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
     return create_service(
         JOB_LAUNCHER, "job_launcher.handlers:HANDLERS", reconcilers=RECONCILERS, deps_factory=deps_factory
     )

@@ -45,7 +45,7 @@ def reported_completion(blobs: BlobStore, model_dir: str | None, run_id: str) ->
 
 def failed_completion(run_id: str, pipeline: str, job: dict[str, Any]) -> Event:
     error = job.get("error") or f"the training job ended ({job.get('state')}) without a readable report"
-    data = {
+    data: dict[str, Any] = {
         "run_id": run_id,
         "pipeline": pipeline,
         "status": "failed",

@@ -31,17 +31,17 @@ if TYPE_CHECKING:
 
 
 def on_training_requested(ctx: HandlerContext) -> Outcome:
-    request: TrainingRequested = ctx.payload  # type: ignore[assignment]
+    request = ctx.payload_as(TrainingRequested)
     return _launch_or_queue(ctx, request.run_id, request.pipeline)
 
 
 def on_dataset_arrived(ctx: HandlerContext) -> Outcome:
-    arrived: DatasetArrived = ctx.payload  # type: ignore[assignment]
+    arrived = ctx.payload_as(DatasetArrived)
     return _launch_or_queue(ctx, arrived.run_id, arrived.pipeline)
 
 
 def on_training_completed(ctx: HandlerContext) -> Outcome:
-    done: TrainingCompleted = ctx.payload  # type: ignore[assignment]
+    done = ctx.payload_as(TrainingCompleted)
     slots.lock_pipeline(ctx.tx, done.pipeline)
     run = _run(ctx, done.run_id, done.pipeline)
     job = jobs.job_of(run)

@@ -1,14 +1,16 @@
 """The status-api service. Container: `uvicorn status_api.app:app --host 0.0.0.0 --port $PORT`."""
 
-from ctflow.service import DepsFactory, create_service
+from fastapi import FastAPI
+
+from ctflow.service import DepsFactory, Reconciler, create_service
 from ctflow.topology import STATUS_API
 
 from . import dead_letters, runs
 
-RECONCILERS = ()
+RECONCILERS: tuple[Reconciler, ...] = ()
 
 
-def create_app(deps_factory: DepsFactory | None = None):  # type: ignore[no-untyped-def]
+def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
     return create_service(
         STATUS_API, routers=[runs.router, dead_letters.router], reconcilers=RECONCILERS, deps_factory=deps_factory
     )

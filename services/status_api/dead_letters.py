@@ -9,8 +9,10 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from ctflow.deps import Dependencies
 from ctflow.service import REPLAY_HEADER
 
 from .deps import DepsDep, found, read_ledger
@@ -43,7 +45,7 @@ async def get_dead_letter(letter_id: str, deps: DepsDep) -> dict:
     """One dead letter with the full request as it was received."""
     from ctflow.ledger import dead_letters
 
-    def read(session) -> dict | None:  # type: ignore[no-untyped-def]
+    def read(session: Session) -> dict | None:
         letter = dead_letters.get(session, letter_id)
         return dead_letter(letter, with_request=True) if letter else None
 
@@ -63,7 +65,7 @@ async def replay(letter_id: str, deps: DepsDep) -> dict:
     return await run_in_threadpool(_resend, deps, url, letter_id, consumer, request)
 
 
-def _resend(deps, url: str, letter_id: str, consumer: str, request: dict) -> dict:  # type: ignore[no-untyped-def]
+def _resend(deps: Dependencies, url: str, letter_id: str, consumer: str, request: dict) -> dict:
     import httpx
 
     from ctflow.intake import request_body

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
+from sqlalchemy.orm import Session
 
 from ctflow import states
 
@@ -12,14 +13,13 @@ from .deps import DepsDep, found, read_ledger
 from .views import run_detail, run_summary
 
 router = APIRouter(prefix="/runs", tags=["runs"])
-RunState = Literal[states.ALL]  # type: ignore[valid-type]
 
 
 @router.get("")
 async def list_runs(
     deps: DepsDep,
     pipeline: str | None = None,
-    state: RunState | None = None,
+    state: states.RunState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict]:
     """Runs, newest first, optionally filtered by pipeline and state."""
@@ -36,7 +36,7 @@ async def get_run(run_id: str, deps: DepsDep) -> dict:
     """One run: state, trigger, dataset, hyperparameters, job, model and the full event timeline."""
     from ctflow.ledger import runs
 
-    def read(session) -> dict | None:  # type: ignore[no-untyped-def]
+    def read(session: Session) -> dict | None:
         run = runs.get(session, run_id)
         return run_detail(run, runs.timeline(session, run_id)) if run else None
 

@@ -48,7 +48,7 @@ def run_detail(run: Run, timeline: list[TimelineEntry]) -> dict[str, Any]:
 
 
 def dead_letter(letter: DeadLetter, *, with_request: bool) -> dict[str, Any]:
-    view = {
+    view: dict[str, Any] = {
         "id": letter.id,
         "consumer": letter.consumer,
         "status": letter.status,

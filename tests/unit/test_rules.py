@@ -124,3 +124,11 @@ def test_hyperparameter_validator_fast_path_agrees_with_jsonschema(change, valid
     assert validator._fast.is_valid(values) is valid
     assert Draft202012Validator(spec.hyperparameters.schema_).is_valid(values) is valid
     assert (validator.problems(values) == []) is valid
+
+
+def test_every_state_constant_is_a_run_state_and_every_run_state_has_a_transition_row():
+    """The RunState type, the constants and the transition table name the same states."""
+    constants = {value for name, value in vars(states).items() if name.isupper() and isinstance(value, str)}
+    assert constants == set(states.ALL)
+    assert set(states.TRANSITIONS) <= set(states.ALL)
+    assert all(targets <= set(states.ALL) for targets in states.TRANSITIONS.values())

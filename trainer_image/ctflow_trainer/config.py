@@ -14,6 +14,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 
 class ConfigError(ValueError):
@@ -37,7 +38,7 @@ class Hyperparameters:
 
 
 # name -> (type, minimum, maximum, minimum is exclusive); mirrors deploy/pipelines/digits.yaml.
-_BOUNDS: dict[str, tuple[type, float, float, bool]] = {
+_BOUNDS: dict[str, tuple[type[int] | type[float], float, float, bool]] = {
     "lr": (float, 0.0, 1.0, True),
     "epochs": (int, 1, 200, False),
     "batch_size": (int, 8, 1024, False),
@@ -50,9 +51,9 @@ _BOUNDS: dict[str, tuple[type, float, float, bool]] = {
 MODELS = ("mlp", "cnn")
 
 
-def _coerce(name: str, value: object) -> object:
+def _coerce(name: str, value: object) -> str | int | float:
     if name == "model":
-        if value not in MODELS:
+        if not isinstance(value, str) or value not in MODELS:
             raise ConfigError(f"hyperparameter model must be one of {list(MODELS)}, got {value!r}")
         return value
     kind, low, high, exclusive = _BOUNDS[name]
@@ -65,11 +66,11 @@ def _coerce(name: str, value: object) -> object:
         raise ConfigError(f"hyperparameter {name} must be a {kind.__name__}, got {value!r}")
     if kind is int and (isinstance(value, float) and not value.is_integer()):
         raise ConfigError(f"hyperparameter {name} must be an integer, got {value!r}")
-    value = kind(value)
-    if not math.isfinite(value) or value < low or value > high or (exclusive and value == low):
+    number = kind(value)
+    if not math.isfinite(number) or number < low or number > high or (exclusive and number == low):
         bound = f"> {low}" if exclusive else f">= {low}"
-        raise ConfigError(f"hyperparameter {name}={value!r} is out of bounds ({bound} and <= {high})")
-    return value
+        raise ConfigError(f"hyperparameter {name}={number!r} is out of bounds ({bound} and <= {high})")
+    return number
 
 
 def parse_hyperparameters(raw_json: str | None, overrides: Mapping[str, object] | None = None) -> Hyperparameters:
@@ -88,7 +89,8 @@ def parse_hyperparameters(raw_json: str | None, overrides: Mapping[str, object] 
     unknown = sorted(set(values) - known)
     if unknown:
         raise ConfigError(f"unknown hyperparameters {unknown}; accepted: {sorted(known)}")
-    return Hyperparameters(**{k: _coerce(k, v) for k, v in values.items()})
+    coerced: dict[str, Any] = {k: _coerce(k, v) for k, v in values.items()}
+    return Hyperparameters(**coerced)
 
 
 def parse_overrides(argv: Sequence[str]) -> dict[str, object]:
@@ -108,7 +110,7 @@ class JobConfig:
     pipeline: str
     dataset_uri: str
     hyperparameters: Hyperparameters
-    model_dir: str | None
+    model_dir: str | None  # required to train (checked when the job starts), not to parse
     checkpoint_dir: str | None
     tensorboard_dir: str | None
     tracking_uri: str | None

@@ -150,9 +150,9 @@ def _publish(event: CompletionEvent, topic: str, deadline_seconds: float, publis
     if len(parts) != 4 or parts[0] != "projects" or parts[2] != "topics" or not all(parts):
         raise ValueError(f"pubsub report URI must be pubsub://projects/P/topics/T, got pubsub://{topic}")
     if publisher is None:
-        from google.cloud import pubsub_v1  # only jobs that report to Pub/Sub pay for this import
+        from google.cloud.pubsub_v1 import PublisherClient  # only jobs that report to Pub/Sub pay for this import
 
-        publisher = pubsub_v1.PublisherClient()
+        publisher = PublisherClient()
     future = publisher.publish(topic, event.body(), **event.pubsub_attributes())
     message_id = future.result(timeout=deadline_seconds)
     log.info("completion report published", extra={"fields": {"topic": topic, "message_id": message_id}})

@@ -66,11 +66,18 @@ class Tracker:
             self.curves.attach(created.info.run_id, resumed=False)
         else:
             self.curves.attach(run_id, resumed=True)
-        run_id = self.run_id = self.curves.run_id
+        run_id = self.run_id = self._started()
         self.artifact_uri = self.client.get_run(run_id).info.artifact_uri
         params = [Param(k, str(v)) for k, v in self.cfg.hyperparameters.as_dict().items()]
         self.client.log_batch(run_id, params=params, tags=[RunTag(k, v) for k, v in tags.items()])
         self._log_dataset(dataset)
+        return run_id
+
+    def _started(self) -> str:
+        """The MLflow run's id; a call before `start` is a bug."""
+        run_id = self.run_id or self.curves.run_id
+        if run_id is None:
+            raise RuntimeError("the MLflow run has not been started")
         return run_id
 
     def _experiment_id(self) -> str:
@@ -99,13 +106,13 @@ class Tracker:
         return runs[0].info.run_id if runs else None
 
     def _log_dataset(self, dataset: Any) -> None:
-        import mlflow.data
+        from mlflow.data.numpy_dataset import from_numpy
         from mlflow.entities import DatasetInput, InputTag
         from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
         with warnings.catch_warnings():  # "file://" resolves two equivalent ways; either is right
             warnings.simplefilter("ignore", UserWarning)
-            numpy_dataset = mlflow.data.from_numpy(
+            numpy_dataset = from_numpy(
                 dataset.x,
                 targets=dataset.y,
                 source=self.cfg.dataset_uri,
@@ -128,7 +135,7 @@ class Tracker:
 
         for attempt in range(1, LOG_INPUT_ATTEMPTS + 1):
             try:
-                self.client.log_inputs(self.run_id, datasets=[entity])
+                self.client.log_inputs(self._started(), datasets=[entity])
                 return
             except MlflowException as exc:
                 if attempt == LOG_INPUT_ATTEMPTS:
@@ -138,8 +145,8 @@ class Tracker:
 
     def log_model_files(self, local_dir: Path) -> str:
         """Upload the exported files under `model/`; returns that folder's artifact URI."""
-        self.client.log_artifacts(self.run_id, str(local_dir), MODEL_ARTIFACT_PATH)
-        return f"{self.artifact_uri.rstrip('/')}/{MODEL_ARTIFACT_PATH}"
+        self.client.log_artifacts(self._started(), str(local_dir), MODEL_ARTIFACT_PATH)
+        return f"{(self.artifact_uri or '').rstrip('/')}/{MODEL_ARTIFACT_PATH}"
 
     def log_mlflow_model(self, scripted: Any, example: Any, num_classes: int) -> str:
         """Log the TorchScript model as an MLflow model with signature and input example."""

@@ -65,7 +65,10 @@ class Trainer:
         device: torch.device,
     ) -> None:
         self.hp, self.device = hp, device
-        self.input_shape = tuple(int(d) for d in x_train.shape[1:])
+        if x_train.ndim != 4:
+            raise ValueError(f"training images must be (N, C, H, W); got shape {x_train.shape}")
+        channels, height, width = (int(d) for d in x_train.shape[1:])
+        self.input_shape = (channels, height, width)
         self.num_classes = num_classes
         torch.manual_seed(hp.seed)  # model initialisation and dropout
         self.model = build_model(

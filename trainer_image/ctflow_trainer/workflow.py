@@ -120,6 +120,7 @@ def _export(cfg: JobConfig, trainer: Any, tracker: Any, dataset: Any, outcome: O
             pipeline=cfg.pipeline,
             run_id=cfg.run_id,
         )
+        assert cfg.model_dir, "checked when the job started"
         uris.upload_dir(local, cfg.model_dir)
         outcome.artifact_uri = tracker.log_model_files(local)
         outcome.mlflow_model_uri = tracker.log_mlflow_model(scripted, dataset.x[:2], trainer.num_classes)

@@ -11,18 +11,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 
-from sqlalchemy import Table
 from sqlalchemy.orm import Session
 
 from ..ledger import Ledger
 from ..ledger.sql import insert_many
-from ..ledger.tables import BusDelivery, BusMessage, utcnow
+from ..ledger.tables import BusDelivery, BusMessage, table_of, utcnow
 from ..topology import subscriptions_for
+from . import Message
 
-Message = tuple[str, bytes, Mapping[str, str]]  # topic, data, attributes
-
-_MESSAGES: Table = BusMessage.__table__  # type: ignore[assignment]
-_DELIVERIES: Table = BusDelivery.__table__  # type: ignore[assignment]
+_MESSAGES = table_of(BusMessage)
+_DELIVERIES = table_of(BusDelivery)
 
 
 class LedgerBus:
@@ -42,7 +40,7 @@ class LedgerBus:
             return []
         now = utcnow()
         message_ids = [uuid.uuid4().hex for _ in messages]
-        pks = dict(
+        pks: dict[str, int] = dict(
             insert_many(
                 tx,
                 _MESSAGES,
@@ -52,7 +50,7 @@ class LedgerBus:
                 ],
                 returning=("message_id", "id"),
             )
-        )  # type: ignore[arg-type]
+        )
         deliveries = [
             dict(
                 message_pk=pks[mid],

@@ -15,9 +15,9 @@ class PubSubBus:
     @property
     def publisher(self) -> Any:
         if self._publisher is None:
-            from google.cloud import pubsub_v1
+            from google.cloud.pubsub_v1 import PublisherClient
 
-            self._publisher = pubsub_v1.PublisherClient()
+            self._publisher = PublisherClient()
         return self._publisher
 
     def topic_path(self, topic: str) -> str:

@@ -25,7 +25,7 @@ from ..coalescing import Coalescer
 from ..ledger import Ledger, outbox
 from ..ledger.outbox import OutboxRow
 from ..ledger.tables import OutboxMessage
-from . import MessageBus
+from . import MessageBus, TransactionalBus
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +44,22 @@ class OutboxRelay:
     def __init__(self, ledger: Ledger, bus: MessageBus) -> None:
         self.ledger = ledger
         self.bus = bus
-        self._in_ledger = getattr(bus, "ledger", None) is ledger and hasattr(bus, "write")
-        ledger.publish_in_transaction(self._write_to_bus if self._in_ledger else None)
+        self._ledger_bus: TransactionalBus | None = (
+            bus if isinstance(bus, TransactionalBus) and bus.ledger is ledger else None
+        )
+        ledger.publish_in_transaction(self._write_to_bus if self._ledger_bus else None)
         # Outside buses: rows published after concurrent commits are marked sent together (group commit).
         self._settling: Coalescer[Settled, None] = Coalescer(self._settle)
 
     @property
     def publishes_in_commit(self) -> bool:
         """True when events are on the bus once their transaction commits (the bus is in the ledger)."""
-        return self._in_ledger
+        return self._ledger_bus is not None
 
     def publish(self, *, older_than: timedelta = timedelta(0)) -> int:
         """Publish every unsent row at least `older_than` old (the reconcile step); returns how many."""
-        if self._in_ledger:
-            return self._publish_in_ledger(older_than)
+        if self._ledger_bus is not None:
+            return self._publish_in_ledger(self._ledger_bus, older_than)
         with self.ledger.transaction() as tx:
             rows = outbox.unsent(tx, older_than=older_than)
         return len(self._publish_then_mark(rows))
@@ -69,26 +71,28 @@ class OutboxRelay:
         """
         if not rows:
             return 0
-        if not self._in_ledger:
+        if self._ledger_bus is None:
             return len(self._publish_then_mark(rows))
-        self.bus.notify()  # type: ignore[attr-defined]
+        self._ledger_bus.notify()
         return len(rows)
 
     def _write_to_bus(self, tx: Session, rows: list[OutboxRow]) -> None:
-        self.bus.write(tx, [(row.topic, row.data, row.attributes) for row in rows])  # type: ignore[attr-defined]
+        assert self._ledger_bus is not None, "only a bus in the ledger is written in its transactions"
+        self._ledger_bus.write(tx, [(row.topic, row.data, row.attributes) for row in rows])
 
-    def _publish_in_ledger(self, older_than: timedelta) -> int:
+    def _publish_in_ledger(self, bus: TransactionalBus, older_than: timedelta) -> int:
         with self.ledger.transaction() as tx:
             rows = outbox.take_unsent(tx, older_than=older_than)
             self._write_to_bus(tx, rows)
         if rows:
-            self.bus.notify()  # type: ignore[attr-defined]
+            bus.notify()
         return len(rows)
 
     def _publish_then_mark(self, rows: Sequence[OutboxRow | OutboxMessage]) -> set[int]:
         sent: list[int] = []
         failed: list[tuple[int, str]] = []
         for row in rows:
+            assert row.id is not None, "only rows written to the outbox are published"
             try:
                 self.bus.publish(row.topic, row.data, row.attributes)
             except Exception as exc:  # noqa: BLE001 - any failure is retried by reconcile

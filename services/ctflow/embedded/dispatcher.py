@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import httpx
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from ..codec import push_envelope
 from ..intake import stored_request
@@ -88,7 +89,7 @@ class Dispatcher:
         results = list(self._pool.map(lambda row: self._push(*row), rows))
         with self.ledger.transaction() as tx:
             for (delivery, message), error in zip(rows, results, strict=True):
-                self._settle(tx, tx.get(BusDelivery, delivery.id), message, error)
+                self._settle(tx, tx.get_one(BusDelivery, delivery.id), message, error)
         return len(rows)
 
     def _push(self, delivery: BusDelivery, message: BusMessage) -> str | None:
@@ -103,7 +104,7 @@ class Dispatcher:
             return f"{sub.service} unreachable: {exc!r}"
         return None if response.is_success else f"{sub.service} answered HTTP {response.status_code}{_why(response)}"
 
-    def _settle(self, tx, delivery: BusDelivery, message: BusMessage, error: str | None) -> None:  # type: ignore[no-untyped-def]
+    def _settle(self, tx: Session, delivery: BusDelivery, message: BusMessage, error: str | None) -> None:
         delivery.attempts += 1
         if error is None:
             delivery.status = "acked"

@@ -14,6 +14,7 @@ import json
 import logging
 import socket
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from .. import bootstrap, logs, states
 from ..atomic import write_atomically
 from ..deps import Dependencies
 from ..ledger import runs
+from ..service import Reconciler
 from ..settings import Settings
 from ..topology import SERVICES
 from .dispatcher import Dispatcher
@@ -75,6 +77,13 @@ class EmbeddedStack:
         self.dispatcher: Dispatcher | None = None
 
     @property
+    def dependencies(self) -> Dependencies:
+        """What the stack's services share; built by `start`."""
+        if self.deps is None:
+            raise RuntimeError("the embedded stack has not started")
+        return self.deps
+
+    @property
     def endpoints_file(self) -> Path:
         return self.settings.home / "endpoints.json"
 
@@ -93,7 +102,7 @@ class EmbeddedStack:
         self.deps = deps = bootstrap.build(self.settings, on_publish=wake.set)
         self._prepare_pipelines(deps)
         self.dispatcher = Dispatcher(deps.ledger, self.settings, self.urls, wake)
-        reconcilers = []
+        reconcilers: list[Reconciler] = []
         for name in self.services:
             module = importlib.import_module(SERVICE_MODULES[name])
             app = module.create_app(deps_factory=lambda: deps)
@@ -126,7 +135,7 @@ class EmbeddedStack:
             if name in BUNDLED_HOLDOUTS:
                 BUNDLED_HOLDOUTS[name](spec, deps.blobs)
 
-    def _spawn(self, target, name: str) -> None:  # type: ignore[no-untyped-def]
+    def _spawn(self, target: Callable[[threading.Event], None], name: str) -> None:
         thread = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
@@ -148,7 +157,7 @@ class EmbeddedStack:
                 raise RuntimeError("embedded services did not start")
             time.sleep(0.02)
 
-    def _reconcile_loop(self, stop: threading.Event, reconcilers: list) -> None:  # type: ignore[type-arg]
+    def _reconcile_loop(self, stop: threading.Event, reconcilers: list) -> None:
         while not stop.wait(self.settings.reconcile_interval_seconds):
             for step in reconcilers:
                 try:

@@ -8,7 +8,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from .sql import execute, insert_ignore
-from .tables import DatasetVersion
+from .tables import DatasetVersion, table_of
 
 _SEEN = "ctflow.datasets_seen"  # Session.info key: what `latest` read in this transaction
 
@@ -41,7 +41,7 @@ def latest(session: Session, pipeline: str, version: str | None = None) -> Datas
     return seen[key]
 
 
-_COLUMNS = DatasetVersion.__table__.c
+_COLUMNS = table_of(DatasetVersion).c
 _NEWEST_FIRST = (_COLUMNS.arrived_at.desc(), _COLUMNS.id.desc())
 _LATEST = select(*_COLUMNS).where(_COLUMNS.pipeline == bindparam("pipeline")).order_by(*_NEWEST_FIRST).limit(1)
 _LATEST_NAMED = (

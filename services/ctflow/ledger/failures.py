@@ -9,14 +9,14 @@ them, to a dead-letter topic that records no reason.
 
 from __future__ import annotations
 
-from sqlalchemy import Table, delete, exists, select
+from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session
 
 from .sql import dialect_insert, dialect_of, execute
-from .tables import DeliveryFailure, InboxEntry, utcnow
+from .tables import DeliveryFailure, InboxEntry, table_of, utcnow
 
-_FAILURES: Table = DeliveryFailure.__table__  # type: ignore[assignment]
-_INBOX: Table = InboxEntry.__table__  # type: ignore[assignment]
+_FAILURES = table_of(DeliveryFailure)
+_INBOX = table_of(InboxEntry)
 MAX_ERROR_CHARS = 2000
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Table, delete, select, update
+from sqlalchemy import String, delete, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.types import TypeEngine
 
 from .sql import insert_many
-from .tables import DeadLetter, InboxEntry
+from .tables import DeadLetter, InboxEntry, table_of
 
-_INBOX: Table = InboxEntry.__table__  # type: ignore[assignment]
-_DEAD_LETTERS: Table = DeadLetter.__table__  # type: ignore[assignment]
+_INBOX = table_of(InboxEntry)
+_DEAD_LETTERS = table_of(DeadLetter)
+
+
+def _length(column_type: TypeEngine[Any]) -> int:
+    assert isinstance(column_type, String) and column_type.length is not None, "inbox keys are bounded strings"
+    return column_type.length
 
 
 def unkeepable_key(source: str, event_id: str, event_type: str) -> str | None:
@@ -26,7 +33,7 @@ def unkeepable_key(source: str, event_id: str, event_type: str) -> str | None:
         ("id", event_id, "event_id"),
         ("type", event_type, "event_type"),
     ):
-        limit = min(table.c[name].type.length for table in (_INBOX, _DEAD_LETTERS))
+        limit = min(_length(table.c[name].type) for table in (_INBOX, _DEAD_LETTERS))
         if len(value) > limit:
             return f"event {what} is {len(value)} characters long, over the {limit} the ledger keeps"
         if "\x00" in value:
@@ -70,7 +77,7 @@ def claim_many(
 
 def holds(session: Session, consumer: str, source: str, event_id: str) -> bool:
     """Whether this consumer already has the event."""
-    inbox = InboxEntry.__table__.c
+    inbox = _INBOX.c
     return (
         session.execute(
             select(inbox.id).where(inbox.consumer == consumer, inbox.source == source, inbox.event_id == event_id)
@@ -80,12 +87,10 @@ def holds(session: Session, consumer: str, source: str, event_id: str) -> bool:
 
 
 def set_outcome(session: Session, consumer: str, source: str, event_id: str, outcome: str) -> None:
-    inbox = InboxEntry.__table__.c
+    inbox = _INBOX.c
     session.execute(
-        update(InboxEntry.__table__)
-        .where(  # type: ignore[arg-type]
-            inbox.consumer == consumer, inbox.source == source, inbox.event_id == event_id
-        )
+        update(_INBOX)
+        .where(inbox.consumer == consumer, inbox.source == source, inbox.event_id == event_id)
         .values(outcome=outcome)
     )
 

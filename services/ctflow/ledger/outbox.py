@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from ..codec import to_pubsub
 from ..events import Event
 from .sql import execute, insert_many
-from .tables import OutboxMessage, utcnow
+from .tables import OutboxMessage, table_of, utcnow
 
 
 @dataclass(slots=True)
@@ -39,7 +39,7 @@ class OutboxRow:
 STAGED = "ctflow.staged_outbox"  # Session.info key: rows `add` staged, written by `write_staged` at commit
 
 
-_OUTBOX = OutboxMessage.__table__
+_OUTBOX = table_of(OutboxMessage)
 _COLUMNS = _OUTBOX.c
 _UNSENT = _COLUMNS.sent_at.is_(None)
 _SENT_NOW = {"sent_at": bindparam("now"), "attempts": _COLUMNS.attempts + 1}

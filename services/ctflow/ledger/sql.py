@@ -17,7 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from sqlalchemy import (
     JSON,
@@ -25,6 +25,7 @@ from sqlalchemy import (
     Executable,
     Insert,
     Row,
+    Select,
     Table,
     Text,
     bindparam,
@@ -35,11 +36,20 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.orm import DeclarativeBase, Session
+from sqlalchemy.sql.elements import ColumnClause
+
+from .tables import table_of
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects.postgresql import Insert as PostgresqlInsert
+    from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+
+    AnyRow: TypeAlias = Row[*tuple[Any, ...]]  # a row of any columns
 
 CONNECTION = "ctflow.connection"  # Session.info key: the transaction's Connection, set by the Ledger
 
 
-def execute(session: Session, statement: Executable, params: Any = None) -> CursorResult[Any]:
+def execute(session: Session, statement: Executable, params: Any = None) -> CursorResult[*tuple[Any, ...]]:
     """Run a Core statement on the session's transaction, as `session.execute` would, with less overhead."""
     connection = session.info.get(CONNECTION) or session.connection()
     return connection.execute(statement, params)
@@ -55,7 +65,7 @@ def insert_ignore(session: Session, model: type[DeclarativeBase], values: dict[s
     On PostgreSQL a concurrent insert of the same key waits for the other transaction
     and then does nothing, which is what turns concurrent redeliveries into one effect.
     """
-    written = insert_many(session, model.__table__, [values], returning=("id",), skip_conflicts=True)  # type: ignore[arg-type]
+    written = insert_many(session, table_of(model), [values], returning=("id",), skip_conflicts=True)
     return written[0][0] if written else None
 
 
@@ -66,7 +76,7 @@ def insert_many(
     *,
     returning: Sequence[str] = (),
     skip_conflicts: bool = False,
-) -> Sequence[Row[Any]]:
+) -> Sequence[AnyRow]:
     """INSERT rows (each with the same keys) in one statement; each written row's `returning` columns.
 
     `skip_conflicts`: a row whose unique key exists already (or repeats an earlier row's)
@@ -120,8 +130,8 @@ def write_deferred(session: Session, *_: Any) -> None:
     if not pending:
         return
     session.flush()
-    for model in sorted(pending, key=lambda model: _table_order()[model.__table__.name]):  # type: ignore[attr-defined]
-        insert_many(session, model.__table__, pending.pop(model))  # type: ignore[attr-defined]
+    for model in sorted(pending, key=lambda model: _table_order()[table_of(model).name]):
+        insert_many(session, table_of(model), pending.pop(model))
 
 
 @cache
@@ -141,7 +151,8 @@ def _bulk_insert(
         records = func.json_populate_recordset(
             literal_column(f'NULL::"{table.name}"'), cast(bindparam("rows", type_=Text), JSON)
         )
-        source = select(*(column(name) for name in names)).select_from(records)  # quoted where a name needs it
+        columns: list[ColumnClause[Any]] = [column(name) for name in names]  # quoted where a name needs it
+        source: Select[*tuple[Any, ...]] = select(*columns).select_from(records)
         statement = dialect_insert(dialect, table).from_select(names, source)
     else:
         statement = dialect_insert(dialect, table)
@@ -150,10 +161,12 @@ def _bulk_insert(
     return statement.returning(*(table.c[name] for name in returning)) if returning else statement
 
 
-def dialect_insert(dialect: str, table: Table):  # type: ignore[no-untyped-def]
+def dialect_insert(dialect: str, table: Table) -> PostgresqlInsert | SqliteInsert:
     """The dialect's own INSERT construct (it has ON CONFLICT … DO NOTHING / DO UPDATE)."""
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table)
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table)

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import write_atomically
-from . import JobRequest, JobStatus, processes
+from . import JobRequest, JobState, JobStatus, processes
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -170,7 +170,7 @@ class LocalProcessBackend:
             return record  # another process may be starting it right now
         ours, code = processes.child_exit(record["pid"]) if "pid" in record else (False, None)
         if "pid" not in record:
-            exit_info = {"returncode": None, "never_started": True}
+            exit_info: dict[str, Any] = {"returncode": None, "never_started": True}
         elif code is not None:
             exit_info = {"returncode": code}
         elif not ours and not self._alive(record):
@@ -204,7 +204,7 @@ def _as_status(folder: Path, record: dict[str, Any]) -> JobStatus:
         return JobStatus(record["job_id"], "running" if "pid" in record else "pending", output)
     ended_at, code, cancelled = exit_info["ended_at"], exit_info["returncode"], record.get("cancelled")
     if cancelled is not None:
-        state = "failed" if cancelled.get("timeout") else "cancelled"
+        state: JobState = "failed" if cancelled.get("timeout") else "cancelled"
         return JobStatus(record["job_id"], state, output, cancelled["reason"], ended_at)
     if code == 0:
         return JobStatus(record["job_id"], "succeeded", output, None, ended_at)
@@ -221,6 +221,7 @@ def _as_status(folder: Path, record: dict[str, Any]) -> JobStatus:
 
 def _reported(folder: Path, record: dict[str, Any], ended_at: float) -> JobStatus:
     """A job that ended while another process was its parent: its completion.json tells how."""
+    state: JobState
     try:
         data = json.loads((folder / "model" / "completion.json").read_bytes())["data"]
         state, error = ("succeeded", None) if data["status"] == "succeeded" else ("failed", data.get("error"))
@@ -230,7 +231,7 @@ def _reported(folder: Path, record: dict[str, Any], ended_at: float) -> JobStatu
             f"trainer process {record['pid']} ended without writing completion.json (killed or crashed; "
             "its exit status was lost when the launcher restarted)"
         )
-    return JobStatus(record["job_id"], state, str(folder), error, ended_at)  # type: ignore[arg-type]
+    return JobStatus(record["job_id"], state, str(folder), error, ended_at)
 
 
 def _tail(path: Path) -> str:

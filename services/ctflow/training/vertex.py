@@ -174,7 +174,7 @@ def _machine(machine: Any) -> Any:
     if not machine.accelerator_type:
         raise JobRefused(f"the machine asks for {machine.accelerator_count} accelerators but names no accelerator_type")
     try:
-        spec.accelerator_type = types.AcceleratorType[machine.accelerator_type]
+        spec.accelerator_type = types.AcceleratorType.__members__[machine.accelerator_type]
     except KeyError:
         known = ", ".join(n for n in types.AcceleratorType.__members__ if n != "ACCELERATOR_TYPE_UNSPECIFIED")
         raise JobRefused(f"unknown accelerator_type {machine.accelerator_type!r}; Vertex AI knows {known}") from None
