@@ -20,9 +20,7 @@ RECONCILERS = (*CORE_RECONCILERS, finish_evaluations)
 
 
 def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
-    return create_service(
-        COMPLETION_HANDLER, "completion_handler.handlers:HANDLERS", reconcilers=RECONCILERS, deps_factory=deps_factory
-    )
+    return create_service(COMPLETION_HANDLER, reconcilers=RECONCILERS, deps_factory=deps_factory)
 
 
 app = create_app()

@@ -25,7 +25,7 @@ from sqlalchemy import select
 
 from ctflow import events, failpoints, logs, states
 from ctflow.deps import Dependencies
-from ctflow.intake import service_work
+from ctflow.handling import service_work
 from ctflow.ledger import runs
 from ctflow.ledger.tables import Run, utcnow
 from ctflow.registry import model_name

@@ -14,9 +14,9 @@ evaluates (finishing.py). If the process dies in between, reconcile finishes the
 
 from __future__ import annotations
 
-from ctflow import events, states
+from ctflow import states
 from ctflow.contracts import TrainingCompleted
-from ctflow.intake import HandlerContext, Outcome, Rejected
+from ctflow.handling import HandlerContext, Outcome, Rejected
 from ctflow.ledger import runs
 from ctflow.ledger.tables import Run
 from ctflow.topology import COMPLETION_HANDLER
@@ -87,6 +87,3 @@ def _fail(ctx: HandlerContext, run: Run, reason: str) -> Outcome:
 def _failure_reason(error: str | None) -> str:
     error = (error or "").strip() or "the trainer reported failure without saying why"
     return error if error.startswith("training failed") else f"training failed: {error}"
-
-
-HANDLERS = {events.TRAINING_COMPLETED: on_training_completed}

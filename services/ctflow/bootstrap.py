@@ -12,6 +12,7 @@ from .bus.relay import OutboxRelay
 from .deps import Dependencies
 from .ledger import Ledger
 from .pipelines import PipelineCatalog
+from .refs import load_ref
 from .settings import Settings
 
 if TYPE_CHECKING:
@@ -86,8 +87,6 @@ def _adapter(ref: str) -> Callable[[Dependencies], object]:
     """A factory that imports `module:Class` on first use and builds it from the settings."""
 
     def make(deps: Dependencies) -> object:
-        from .service import load_ref
-
         return load_ref(ref)(deps.settings)
 
     return make

@@ -20,190 +20,39 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import logging
-import uuid
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from typing import Any
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from . import failpoints, logs
+from . import logs
 from .coalescing import Coalescer
 from .codec import MalformedRequest, decode_request
 from .contracts import EVENT_PAYLOADS, explain
 from .deps import Dependencies
-from .events import SOURCE_ROOT, Event, trace_id_of
-from .ledger import dead_letters, failures, inbox, outbox, runs
+from .events import Event, trace_id_of
+from .handling import Handler, HandlerContext, Handling, InboxKey, Outcome, Rejected, after_commit
+from .ledger import dead_letters, failures, inbox
 from .ledger.db import data_error_reason
 from .ledger.tables import DeadLetter
-from .service import MAX_BODY
-from .topology import EVENTS_TOPIC
 
 log = logging.getLogger(__name__)
-PayloadT = TypeVar("PayloadT", bound=BaseModel)
 
 UNPARSED_SOURCE = "ctflow:unparsed-request"
 UNPARSED_TYPE = "ctflow.unparsed-request"  # the stand-in event type of a request that is not an event
 INLINE_DECODE_BYTES = 64 * 1024  # larger bodies are decoded in a worker thread, off the event loop
-_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-serverless-authorization"})
 
 
 # The database could not do it just now (connection lost, lock or serialization conflict,
 # deadlock): the DB-API's errors "not necessarily under the control of the programmer".
 _DATABASE_UNAVAILABLE = (OperationalError, InterfaceError)
-
-
-class Rejected(Exception):
-    """Permanently bad input; the message is the reason a person reads in the dead letter."""
-
-
-@dataclass
-class Outcome:
-    status: str  # processed | duplicate | ignored | rejected
-    detail: str = ""
-    run_ids: list[str] = field(default_factory=list)
-    dead_letter_id: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"status": self.status}
-        if self.detail:
-            body["detail"] = self.detail
-        if self.run_ids:
-            body["run_ids"] = self.run_ids
-        if self.dead_letter_id:
-            body["dead_letter_id"] = self.dead_letter_id
-        return body
-
-
-@dataclass
-class HandlerContext:
-    tx: Session
-    deps: Dependencies
-    service: str
-    event: Event
-    payload: BaseModel | None
-    prepared: Any = None  # what the handler's `prepare` step returned (see `prepared_by`)
-    run_ids: list[str] = field(default_factory=list)
-    outbox_rows: list[outbox.OutboxRow] = field(default_factory=list)
-    post_commit: list[Callable[[], object]] = field(default_factory=list)
-
-    def payload_as(self, model: type[PayloadT]) -> PayloadT:
-        """The event's data as the model the intake validated it against (a bug if it is not one)."""
-        if not isinstance(self.payload, model):
-            raise TypeError(f"{self.event.type} carries {type(self.payload).__name__}, not {model.__name__}")
-        return self.payload
-
-    def emit(self, event: Event, topic: str = EVENTS_TOPIC) -> None:
-        """Queue an outgoing event in this transaction (validated against its schema)."""
-        self.outbox_rows.append(_write_event(self.tx, self.service, event, topic))
-
-    def after_commit(self, action: Callable[[], object]) -> None:
-        """Run `action` once this transaction has committed (never if it rolls back).
-
-        For external side effects (launching a job): the ledger holds the claim first,
-        so reconcile can finish an action a crash interrupted. Failures are logged.
-        """
-        self.post_commit.append(action)
-
-    @property
-    def has_after_commit_work(self) -> bool:
-        """Whether what follows the commit may block: actions to run, or events for a bus outside the ledger."""
-        return bool(self.post_commit) or (bool(self.outbox_rows) and not self.deps.relay.publishes_in_commit)
-
-    def touched(self, run_id: str) -> None:
-        if run_id not in self.run_ids:
-            self.run_ids.append(run_id)
-
-
-Handler = Callable[[HandlerContext], Outcome | None]
-Preparer = Callable[[Dependencies, Event], Any]
-
-
-def prepared_by(prepare: Preparer) -> Callable[[Handler], Handler]:
-    """Give a handler slow, read-only work (reading files from the bucket) to do before its transaction.
-
-    `prepare(deps, event)` runs first, outside any ledger transaction, so the ledger is never
-    held while it reads; it may raise Rejected. The handler finds its result in `ctx.prepared`.
-    A delivery the inbox already holds is answered as a duplicate without preparing.
-    """
-
-    def attach(handler: Handler) -> Handler:
-        handler.prepare = prepare  # type: ignore[attr-defined]
-        return handler
-
-    return attach
-
-
-InboxKey = tuple[str, str]  # (source, id): what the inbox dedupes a delivery on
-
-
-def deduplicated_by(key: Callable[[Event], InboxKey | None]) -> Callable[[Handler], Handler]:
-    """Dedupe a handler's deliveries on `key(event)` instead of the event's own (source, id).
-
-    For one message that can arrive by two routes with different sources (a Pub/Sub push
-    and Eventarc's `messagePublished`): keyed on the messageId, the second arrival is a
-    duplicate whether the first was processed or dead-lettered. `key` returns None for an
-    event that carries no such key; the event's own source and id are used then.
-    """
-
-    def attach(handler: Handler) -> Handler:
-        handler.inbox_key = key  # type: ignore[attr-defined]
-        return handler
-
-    return attach
-
-
-WORK_EVENT_TYPE = "ctflow.service.work"  # the stand-in cause of work outside a delivery; never published
-
-
-@contextmanager
-def service_work(deps: Dependencies, service: str, what: str) -> Iterator[HandlerContext]:
-    """Ledger work a service does on its own (after a delivery's commit, on a reconcile tick).
-
-    It gets the context a handler gets, so events go out the same way: `ctx.emit` checks
-    the schema and writes the outbox row and the run's timeline in this transaction; the
-    events are published as a handler's are (ctflow.bus.relay), and reconcile sends whatever that misses.
-    """
-    cause = Event(type=WORK_EVENT_TYPE, source=f"{SOURCE_ROOT}/{service}", id=f"{what}-{uuid.uuid4()}")
-    with deps.ledger.transaction() as tx:
-        ctx = HandlerContext(tx, deps, service, cause, None)
-        yield ctx
-    after_commit(ctx)
-
-
-def after_commit(ctx: HandlerContext) -> None:
-    """What follows a committed transaction: publish its outbox rows, then run its queued actions.
-
-    Failures are logged, not raised: the outbox relay publishes what this could not, and
-    the committed claims let reconcile finish an interrupted action.
-    """
-    failpoints.hit("after-commit")
-    try:
-        ctx.deps.relay.publish_written(ctx.outbox_rows)
-    except Exception:  # noqa: BLE001
-        log.exception("publishing after commit failed; reconcile will retry")
-    for action in ctx.post_commit:
-        try:
-            action()
-        except Exception:  # noqa: BLE001
-            log.exception("an after-commit action failed; reconcile will finish it")
-
-
-def _write_event(tx: Session, service: str, event: Event, topic: str) -> outbox.OutboxRow:
-    model = EVENT_PAYLOADS.get(event.type)
-    if model is not None:
-        model.model_validate(event.data)  # a bug if this fails: let it surface
-    row = outbox.add(tx, topic, event)
-    if event.subject:
-        runs.note_event(tx, event.subject, "emitted", event, service)
-    return row
 
 
 def _duplicate(source: str, event_id: str) -> Outcome:
@@ -216,33 +65,12 @@ def _about(event: Event) -> AbstractContextManager[None]:
     return logs.bind(event_id=event.id, run_id=run_id, trace_id=trace_id_of(event.traceparent))
 
 
-def stored_request(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-    """The request as kept in a dead letter: everything but credentials."""
-    kept = body[:MAX_BODY]
-    try:
-        text, encoding = kept.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
-        text, encoding = base64.b64encode(kept).decode(), "base64"
-    return {
-        "headers": {k.lower(): v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS},
-        "body": text,
-        "encoding": encoding,
-        "size": len(body),
-        "truncated": len(kept) < len(body),
-    }
-
-
-def request_body(stored: Mapping[str, Any]) -> bytes:
-    raw = stored["body"]
-    return base64.b64decode(raw) if stored.get("encoding") == "base64" else raw.encode("utf-8")
-
-
 @dataclass(frozen=True)
 class _Delivery:
     """A decoded event and the handler it goes to."""
 
     event: Event
-    handler: Handler
+    handling: Handling
     key: InboxKey  # what the inbox dedupes it on
     replay_of: str | None
     headers: Mapping[str, str]
@@ -251,8 +79,8 @@ class _Delivery:
 
     @property
     def prepares_first(self) -> bool:
-        """Whether the handler has slow read-only work to do before its transaction (see `prepared_by`)."""
-        return hasattr(self.handler, "prepare")
+        """Whether the handler has slow read-only work to do before its transaction (see `Handling`)."""
+        return self.handling.prepare is not None
 
 
 @dataclass(frozen=True)
@@ -288,9 +116,9 @@ LINGER_SECONDS = 0.002
 
 
 class Intake:
-    def __init__(self, service: str, handlers: Mapping[str, Handler], deps: Dependencies) -> None:
+    def __init__(self, service: str, handlers: Mapping[str, Handler | Handling], deps: Dependencies) -> None:
         self.service = service
-        self.handlers = dict(handlers)
+        self.handlers = {event_type: Handling.of(handler) for event_type, handler in handlers.items()}
         self.deps = deps
         # One batch at a time, on PostgreSQL too: measured with 16 concurrent deliveries, four
         # concurrent batches halved throughput (smaller batches, more statements per event).
@@ -339,27 +167,28 @@ class Intake:
             return _Refusal.unparsed(headers, body, str(exc), replay_of)
         if unkeepable := inbox.unkeepable_key(event.source, event.id, event.type):
             return _Refusal.unparsed(headers, body, unkeepable, replay_of)
-        handler = self.handlers.get(event.type)
-        if handler is None:
+        handling = self.handlers.get(event.type)
+        if handling is None:
             handled = ", ".join(sorted(self.handlers)) or "nothing yet"
             reason = f"{self.service} does not handle events of type {event.type!r}; it handles {handled}"
             return _Refusal(event, reason, headers, body, replay_of)
-        keyed = getattr(handler, "inbox_key", None)
-        key: InboxKey = (keyed(event) if keyed else None) or (event.source, event.id)
+        keyed = handling.inbox_key(event) if handling.inbox_key else None
+        key: InboxKey = keyed or (event.source, event.id)
         if key != (event.source, event.id) and (unkeepable := inbox.unkeepable_key(*key, event.type)):
             return _Refusal.unparsed(headers, body, unkeepable, replay_of)
-        return _Delivery(event, handler, key, replay_of, headers, body)
+        return _Delivery(event, handling, key, replay_of, headers, body)
 
     def _prepare(self, routed: _Delivery | _Refusal) -> _Delivery | Outcome:
         """Dead-letter a refusal; run a handler's `prepare` step, outside any transaction."""
         if isinstance(routed, _Refusal):
             return self._reject(routed, routed.reason)
-        if not routed.prepares_first:
+        prepare = routed.handling.prepare
+        if prepare is None:
             return routed
         if not routed.replay_of and self._received(routed.key):
             return _duplicate(*routed.key)
         try:
-            return replace(routed, prepared=routed.handler.prepare(self.deps, routed.event))  # type: ignore[attr-defined]
+            return replace(routed, prepared=prepare(self.deps, routed.event))
         except Rejected as exc:
             return self._reject(routed, str(exc))
         except Exception as exc:  # noqa: BLE001 - counted, then raised unless it keeps happening
@@ -415,7 +244,7 @@ class Intake:
         event = delivery.event
         with _about(event):
             ctx = HandlerContext(tx, self.deps, self.service, event, self._payload(event), prepared=delivery.prepared)
-            outcome = delivery.handler(ctx) or Outcome("processed")
+            outcome = delivery.handling.handle(ctx) or Outcome("processed")
             outcome.run_ids = outcome.run_ids or ctx.run_ids
             if outcome.status != "processed":
                 inbox.set_outcome(tx, self.service, *delivery.key, outcome.status)
@@ -483,7 +312,7 @@ class Intake:
                     event_id=event.id,
                     event_type=event_type,
                     reason=reason,
-                    request=stored_request(routed.headers, routed.body),
+                    request=dead_letters.stored_request(routed.headers, routed.body),
                 ).id
         log.warning(
             "dead-lettered %s from %s: %s", event.id, event.source, reason, extra=logs.fields(dead_letter_id=letter_id)

@@ -9,11 +9,10 @@ built by the warm-up (ctflow.warmup), which requests await.
 from __future__ import annotations
 
 import gc
-import importlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
@@ -22,10 +21,13 @@ from starlette.routing import Route
 
 from . import logs
 from .auth import Unauthorized
+from .refs import load_ref
+from .topology import handlers_for
 from .warmup import Warmup
 
 if TYPE_CHECKING:
     from .deps import Dependencies
+    from .handling import Handler, Handling
     from .intake import Intake
 
 log = logging.getLogger(__name__)
@@ -55,10 +57,9 @@ def forget_settled_failures(deps: Dependencies) -> dict:
 CORE_RECONCILERS: tuple[Reconciler, ...] = (relay_outbox, forget_settled_failures)
 
 
-def load_ref(ref: str) -> Any:
-    """The object a "module:attribute" reference names, imported on demand."""
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
+def handler_table(service: str) -> dict[str, Handler | Handling]:
+    """What handles each event type `service` takes (ctflow.topology), imported now."""
+    return {event_type: load_ref(ref) for event_type, ref in handlers_for(service).items()}
 
 
 def _build_default() -> Dependencies:
@@ -88,13 +89,15 @@ async def dependencies(request: Request) -> Dependencies:
 
 def create_service(
     name: str,
-    handlers: str | Mapping[str, Any] | None = None,
     *,
+    takes_events: bool = True,
+    handlers: Mapping[str, Handler | Handling] | None = None,
     routers: Sequence[APIRouter] = (),
     reconcilers: Sequence[Reconciler] = CORE_RECONCILERS,
     deps_factory: DepsFactory | None = None,
 ) -> FastAPI:
-    """`handlers` is a mapping of event type to handler, or "module:ATTRIBUTE" naming one."""
+    """A service's app. One that `takes_events` receives them at POST / and hands each to its
+    handler: the ones ctflow.topology names for this service, or `handlers` (tests)."""
 
     def warm(app: FastAPI) -> tuple[Dependencies, Intake | None]:
         from .intake import Intake
@@ -102,8 +105,7 @@ def create_service(
         deps = getattr(app.state, "deps", None) or (deps_factory or _build_default)()
         app.state.deps = deps
         logs.configure(name, deps.settings.gcp_project)  # trace ids become projects/P/traces/T
-        table = load_ref(handlers) if isinstance(handlers, str) else handlers
-        intake = Intake(name, table, deps) if table is not None else None
+        intake = Intake(name, handlers if handlers is not None else handler_table(name), deps) if takes_events else None
         # What start-up built (modules, engine, schemas, ~100k objects) lives as long as the process:
         # frozen, the collector's full passes skip it. Unfrozen, each pass stopped every request
         # for ~70 ms every few seconds under load, which set the p99. Garbage is collected first,
@@ -142,7 +144,7 @@ def create_service(
             return JSONResponse({"status": "retry", "detail": "cannot verify callers right now"}, status_code=503)
         return deps, intake
 
-    if handlers is not None:
+    if takes_events:
 
         async def receive(request: Request) -> JSONResponse:
             """Receive one CloudEvent (binary or structured) or Pub/Sub push message."""

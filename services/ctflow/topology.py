@@ -1,12 +1,15 @@
-"""Topics and subscriptions: who receives which event, in the one place that says so.
+"""Topics and subscriptions: who receives which event and which function handles it, in the one place that says so.
 
 The embedded bus routes by this table; deploy/terraform creates the same Pub/Sub
-subscriptions (filtered on the `ce-type` attribute) and the Eventarc trigger.
+subscriptions (filtered on the `ce-type` attribute) and the Eventarc trigger; each
+service's intake takes its handlers from here (ctflow.service), by reference, so
+naming them imports nothing.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal
 
 from . import events
@@ -35,28 +38,72 @@ class Subscription:
     name: str
     topic: str
     service: str
-    event_types: frozenset[str] | None = None  # None: every message on the topic
+    # event type -> "module:attribute" of what handles it (a handler, or a ctflow.handling.Handling).
+    handlers: Mapping[str, str] = field(compare=False)
+    # True: only the messages whose `ce-type` attribute a handler takes. False: every message on the
+    # topic (plain Pub/Sub messages carry no ce-type; the intake dead-letters what no handler takes).
+    filtered: bool = True
     # "pubsub-push": Pub/Sub push envelope; "cloudevent": HTTP binary CloudEvent (Eventarc).
     delivery: Literal["pubsub-push", "cloudevent"] = "pubsub-push"
 
-    def wants(self, attributes: dict[str, str]) -> bool:
-        return self.event_types is None or attributes.get("ce-type") in self.event_types
+    @property
+    def event_types(self) -> frozenset[str] | None:
+        """The ce-type values delivered; None: every message on the topic."""
+        return frozenset(self.handlers) if self.filtered else None
+
+    def wants(self, attributes: Mapping[str, str]) -> bool:
+        return not self.filtered or attributes.get("ce-type") in self.handlers
 
 
 SUBSCRIPTIONS = (
-    Subscription("dataset-listener-gcs", STORAGE_TOPIC, DATASET_LISTENER, delivery="cloudevent"),
-    Subscription("hparam-consumer-push", HPARAMS_TOPIC, HPARAM_CONSUMER),
+    # Eventarc's GCS trigger (and the embedded bucket watcher) sends only object-finalized events.
+    Subscription(
+        "dataset-listener-gcs",
+        STORAGE_TOPIC,
+        DATASET_LISTENER,
+        {events.GCS_OBJECT_FINALIZED: "dataset_listener.handlers:OBJECT_FINALIZED"},
+        filtered=False,
+        delivery="cloudevent",
+    ),
+    # Hyperparameter messages are plain Pub/Sub messages; the push envelope decodes as messagePublished.
+    Subscription(
+        "hparam-consumer-push",
+        HPARAMS_TOPIC,
+        HPARAM_CONSUMER,
+        {events.PUBSUB_MESSAGE_PUBLISHED: "hparam_consumer.handlers:MESSAGE_PUBLISHED"},
+        filtered=False,
+    ),
     # The job-launcher also hears completions: a finished job frees a slot for a queued run.
     Subscription(
         "job-launcher-push",
         EVENTS_TOPIC,
         JOB_LAUNCHER,
-        frozenset({events.DATASET_ARRIVED, events.TRAINING_REQUESTED, events.TRAINING_COMPLETED}),
+        {
+            events.DATASET_ARRIVED: "job_launcher.handlers:on_dataset_arrived",
+            events.TRAINING_REQUESTED: "job_launcher.handlers:on_training_requested",
+            events.TRAINING_COMPLETED: "job_launcher.handlers:on_training_completed",
+        },
     ),
-    Subscription("completion-handler-push", EVENTS_TOPIC, COMPLETION_HANDLER, frozenset({events.TRAINING_COMPLETED})),
+    Subscription(
+        "completion-handler-push",
+        EVENTS_TOPIC,
+        COMPLETION_HANDLER,
+        {events.TRAINING_COMPLETED: "completion_handler.handlers:on_training_completed"},
+    ),
     # The deployer (model.registered) subscribes here as its handlers land.
 )
 
 
-def subscriptions_for(topic: str, attributes: dict[str, str]) -> list[Subscription]:
+def subscriptions_for(topic: str, attributes: Mapping[str, str]) -> list[Subscription]:
     return [s for s in SUBSCRIPTIONS if s.topic == topic and s.wants(attributes)]
+
+
+def handlers_for(service: str) -> dict[str, str]:
+    """The event types `service` takes, each with the reference of its handler."""
+    refs: dict[str, str] = {}
+    for subscription in SUBSCRIPTIONS:
+        if subscription.service == service:
+            for event_type, ref in subscription.handlers.items():
+                if refs.setdefault(event_type, ref) != ref:
+                    raise ValueError(f"{service} names two handlers for {event_type}: {refs[event_type]} and {ref}")
+    return refs

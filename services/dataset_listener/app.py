@@ -9,9 +9,7 @@ RECONCILERS = CORE_RECONCILERS
 
 
 def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
-    return create_service(
-        DATASET_LISTENER, "dataset_listener.handlers:HANDLERS", reconcilers=RECONCILERS, deps_factory=deps_factory
-    )
+    return create_service(DATASET_LISTENER, reconcilers=RECONCILERS, deps_factory=deps_factory)
 
 
 app = create_app()

@@ -17,7 +17,7 @@ from ctflow import events
 from ctflow.contracts import PipelineSpec
 from ctflow.deps import Dependencies
 from ctflow.events import Event
-from ctflow.intake import HandlerContext, Outcome, Rejected, prepared_by
+from ctflow.handling import HandlerContext, Handling, Outcome, Rejected
 from ctflow.ledger import datasets, runs
 from ctflow.manifest import Manifest, ManifestError, parse_manifest, verify_files
 from ctflow.topology import DATASET_LISTENER
@@ -72,7 +72,6 @@ def verify_drop(deps: Dependencies, event: Event) -> VerifiedDrop | Outcome:
     return VerifiedDrop(spec, obj, version, blobs.uri(folder), manifest)
 
 
-@prepared_by(verify_drop)
 def on_object_finalized(ctx: HandlerContext) -> Outcome:
     drop: VerifiedDrop | Outcome = ctx.prepared
     if isinstance(drop, Outcome):
@@ -131,4 +130,5 @@ def _object(data: Any) -> dict[str, str]:
     return {"name": name, "bucket": data["bucket"], "generation": str(generation)}
 
 
-HANDLERS = {events.GCS_OBJECT_FINALIZED: on_object_finalized}
+# The bucket is read (every file hashed) before the ledger transaction, never inside it.
+OBJECT_FINALIZED = Handling(on_object_finalized, prepare=verify_drop)

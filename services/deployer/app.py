@@ -2,16 +2,14 @@
 
 from fastapi import FastAPI
 
-from ctflow.intake import Handler
 from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import DEPLOYER
 
-HANDLERS: dict[str, Handler] = {}  # its event handlers arrive with the training/serving stages
 RECONCILERS = CORE_RECONCILERS
 
 
 def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
-    return create_service(DEPLOYER, HANDLERS, reconcilers=RECONCILERS, deps_factory=deps_factory)
+    return create_service(DEPLOYER, reconcilers=RECONCILERS, deps_factory=deps_factory)
 
 
 app = create_app()

@@ -9,9 +9,7 @@ RECONCILERS = CORE_RECONCILERS
 
 
 def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
-    return create_service(
-        HPARAM_CONSUMER, "hparam_consumer.handlers:HANDLERS", reconcilers=RECONCILERS, deps_factory=deps_factory
-    )
+    return create_service(HPARAM_CONSUMER, reconcilers=RECONCILERS, deps_factory=deps_factory)
 
 
 app = create_app()

@@ -14,7 +14,7 @@ from ctflow import events
 from ctflow.codec import MalformedRequest, parse_json, pubsub_message_data, pubsub_message_id
 from ctflow.contracts import HyperparameterMessage, explain
 from ctflow.events import Event
-from ctflow.intake import HandlerContext, Outcome, Rejected, deduplicated_by
+from ctflow.handling import HandlerContext, Handling, Outcome, Rejected
 from ctflow.ledger import datasets, runs
 from ctflow.topology import HPARAM_CONSUMER
 
@@ -31,7 +31,6 @@ def message_id_key(event: Event) -> tuple[str, str] | None:
         return None
 
 
-@deduplicated_by(message_id_key)
 def on_message_published(ctx: HandlerContext) -> Outcome:
     try:
         data, attributes, message_id = pubsub_message_data(ctx.event)
@@ -106,4 +105,5 @@ def on_message_published(ctx: HandlerContext) -> Outcome:
     return Outcome("processed", f"{len(requests)} training request(s) for {spec.name}")
 
 
-HANDLERS = {events.PUBSUB_MESSAGE_PUBLISHED: on_message_published}
+# One message may come by push and through Eventarc: deduplicated on its messageId either way.
+MESSAGE_PUBLISHED = Handling(on_message_published, inbox_key=message_id_key)

@@ -20,9 +20,7 @@ RECONCILERS = (*CORE_RECONCILERS, reconcile_jobs)
 
 
 def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
-    return create_service(
-        JOB_LAUNCHER, "job_launcher.handlers:HANDLERS", reconcilers=RECONCILERS, deps_factory=deps_factory
-    )
+    return create_service(JOB_LAUNCHER, reconcilers=RECONCILERS, deps_factory=deps_factory)
 
 
 app = create_app()

@@ -17,9 +17,9 @@ from __future__ import annotations
 from functools import partial
 from typing import TYPE_CHECKING
 
-from ctflow import events, states
+from ctflow import states
 from ctflow.contracts import DatasetArrived, TrainingCompleted, TrainingRequested
-from ctflow.intake import HandlerContext, Outcome, Rejected
+from ctflow.handling import HandlerContext, Outcome, Rejected
 from ctflow.ledger import runs
 from ctflow.topology import JOB_LAUNCHER
 
@@ -92,10 +92,3 @@ def _run(ctx: HandlerContext, run_id: str, pipeline: str) -> Run:
     runs.note_event(ctx.tx, run.id, "received", ctx.event, JOB_LAUNCHER)
     ctx.touched(run.id)
     return run
-
-
-HANDLERS = {
-    events.TRAINING_REQUESTED: on_training_requested,
-    events.DATASET_ARRIVED: on_dataset_arrived,
-    events.TRAINING_COMPLETED: on_training_completed,
-}

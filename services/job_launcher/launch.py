@@ -24,7 +24,7 @@ from typing import Any
 
 from ctflow import events, states
 from ctflow.deps import Dependencies
-from ctflow.intake import service_work
+from ctflow.handling import service_work
 from ctflow.ledger import runs
 from ctflow.topology import JOB_LAUNCHER
 from ctflow.training import PIPELINE_LABEL, RUN_LABEL, JobRefused, JobRequest, JobStatus

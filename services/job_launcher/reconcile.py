@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from ctflow import states
 from ctflow.deps import Dependencies
-from ctflow.intake import service_work
+from ctflow.handling import service_work
 from ctflow.ledger import runs
 from ctflow.ledger.tables import Run
 from ctflow.topology import JOB_LAUNCHER

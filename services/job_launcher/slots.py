@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from ctflow import states
 from ctflow.contracts import PipelineSpec
-from ctflow.intake import HandlerContext
+from ctflow.handling import HandlerContext
 from ctflow.ledger import runs
 from ctflow.ledger.tables import Run
 from ctflow.topology import JOB_LAUNCHER

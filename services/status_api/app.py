@@ -12,7 +12,11 @@ RECONCILERS: tuple[Reconciler, ...] = ()
 
 def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
     return create_service(
-        STATUS_API, routers=[runs.router, dead_letters.router], reconcilers=RECONCILERS, deps_factory=deps_factory
+        STATUS_API,
+        takes_events=False,
+        routers=[runs.router, dead_letters.router],
+        reconcilers=RECONCILERS,
+        deps_factory=deps_factory,
     )
 
 

@@ -68,7 +68,7 @@ async def replay(letter_id: str, deps: DepsDep) -> dict:
 def _resend(deps: Dependencies, url: str, letter_id: str, consumer: str, request: dict) -> dict:
     import httpx
 
-    from ctflow.intake import request_body
+    from ctflow.ledger.dead_letters import request_body
 
     headers = {k: v for k, v in request["headers"].items() if k not in ("content-length", "host")}
     headers.update({REPLAY_HEADER: letter_id, **deps.invoker_headers(url)})

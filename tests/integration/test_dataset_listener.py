@@ -14,6 +14,7 @@ from ctflow.dataset_drop import drop_folder
 from ctflow.intake import Intake
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
+from ctflow.service import handler_table
 from tests.support import gcs_event_request, serving
 
 MARKER = "datasets/digits/v1/_MANIFEST.json"
@@ -146,11 +147,10 @@ class HeldBucket:
 
 def test_files_are_verified_outside_the_ledger_transaction(deps, digits_folder):
     """While the listener hashes a dataset, other services' ledger writes go through (SQLite's one writer too)."""
-    from dataset_listener.handlers import HANDLERS
 
     _drop(deps, digits_folder)
     held = HeldBucket(deps.blobs)
-    intake = Intake("dataset-listener", HANDLERS, replace(deps, blobs=held))
+    intake = Intake("dataset-listener", handler_table("dataset-listener"), replace(deps, blobs=held))
     with ThreadPoolExecutor(2) as pool:
         arriving = pool.submit(intake.receive, *gcs_event_request(deps.settings.bucket_dir, MARKER))
         assert held.reading.wait(10)
@@ -173,11 +173,10 @@ def test_files_are_verified_outside_the_ledger_transaction(deps, digits_folder):
 
 
 def test_a_redelivery_is_a_duplicate_without_reading_the_dataset_again(deps, listener, digits_folder):
-    from dataset_listener.handlers import HANDLERS
 
     _drop(deps, digits_folder)
     request = gcs_event_request(deps.settings.bucket_dir, MARKER)
     assert listener.post("/", headers=request[0], content=request[1]).json()["status"] == "processed"
     held = HeldBucket(deps.blobs)  # never released: reading a file would fail the test
-    answer = Intake("dataset-listener", HANDLERS, replace(deps, blobs=held)).receive(*request)
+    answer = Intake("dataset-listener", handler_table("dataset-listener"), replace(deps, blobs=held)).receive(*request)
     assert answer.status == "duplicate" and not held.reading.is_set()

@@ -16,7 +16,8 @@ from sqlalchemy import select
 
 from ctflow.codec import to_http_binary
 from ctflow.events import Event
-from ctflow.intake import HandlerContext, Intake, Outcome, Rejected
+from ctflow.handling import HandlerContext, Outcome, Rejected
+from ctflow.intake import Intake
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, Run
 from ctflow.service import create_service
@@ -133,7 +134,7 @@ def test_a_transient_failure_in_a_batch_is_retried_alone_and_fails_only_if_it_fa
 
 
 def _service(recorder: Recorder, deps):  # type: ignore[no-untyped-def]
-    return create_service("test-consumer", {EVENT_TYPE: recorder}, reconcilers=(), deps_factory=lambda: deps)
+    return create_service("test-consumer", handlers={EVENT_TYPE: recorder}, reconcilers=(), deps_factory=lambda: deps)
 
 
 def _post(url: str, name: str) -> httpx.Response:

@@ -14,7 +14,8 @@ from sqlalchemy.exc import OperationalError
 
 from ctflow.codec import to_http_binary
 from ctflow.events import Event
-from ctflow.intake import HandlerContext, Intake, Outcome, prepared_by
+from ctflow.handling import HandlerContext, Handling, Outcome
+from ctflow.intake import Intake
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, DeliveryFailure, Run
 from ctflow.service import forget_settled_failures
@@ -105,8 +106,8 @@ def test_a_prepare_step_failing_every_time_is_counted_the_same_way(deps):
     def unreadable(deps, event):  # type: ignore[no-untyped-def]
         raise OSError(f"cannot read the manifest of {event.id}")
 
-    handler = prepared_by(unreadable)(FailsOn())
-    intake = Intake("test-consumer", {EVENT_TYPE: handler}, deps)
+    handler = FailsOn()
+    intake = Intake("test-consumer", {EVENT_TYPE: Handling(handler, prepare=unreadable)}, deps)
     headers, body = _request("unreadable")
     for _ in range(deps.settings.max_handling_failures - 1):
         with pytest.raises(OSError):

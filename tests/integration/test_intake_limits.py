@@ -13,7 +13,8 @@ from sqlalchemy import select
 
 from ctflow.codec import to_http_binary
 from ctflow.events import Event
-from ctflow.intake import HandlerContext, Intake, Outcome
+from ctflow.handling import HandlerContext, Outcome
+from ctflow.intake import Intake
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, InboxEntry
 from tests.support import push_request

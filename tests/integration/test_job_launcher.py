@@ -22,7 +22,7 @@ from sqlalchemy import select
 from ctflow import events
 from ctflow.codec import push_envelope, to_pubsub
 from ctflow.dataset_drop import drop_folder
-from ctflow.intake import service_work
+from ctflow.handling import service_work
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
 from ctflow.topology import JOB_LAUNCHER

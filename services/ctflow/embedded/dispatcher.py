@@ -17,7 +17,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ..codec import push_envelope
-from ..intake import stored_request
 from ..ledger import Ledger, dead_letters
 from ..ledger.tables import BusDelivery, BusMessage, utcnow
 from ..settings import Settings
@@ -126,7 +125,7 @@ class Dispatcher:
             source=attrs.get("ce-source", f"pubsub:{message.topic}"),
             event_id=attrs.get("ce-id", message.message_id),
             event_type=attrs.get("ce-type"),
-            request=stored_request(headers, body),
+            request=dead_letters.stored_request(headers, body),
             reason=f"delivery to {delivery.subscription} failed {delivery.attempts} times; last error: {error}",
         )
         log.error("dead-lettered delivery %s after %s attempts: %s", delivery.id, delivery.attempts, error)

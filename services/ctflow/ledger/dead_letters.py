@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .tables import DeadLetter
+
+MAX_STORED_BODY = 32 * 1024 * 1024  # what a dead letter keeps of a body; Cloud Run caps requests at 32 MiB anyway
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-serverless-authorization"})
+
+
+def stored_request(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+    """The request as kept in a dead letter: everything but credentials."""
+    kept = body[:MAX_STORED_BODY]
+    try:
+        text, encoding = kept.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(kept).decode(), "base64"
+    return {
+        "headers": {k.lower(): v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS},
+        "body": text,
+        "encoding": encoding,
+        "size": len(body),
+        "truncated": len(kept) < len(body),
+    }
+
+
+def request_body(stored: Mapping[str, Any]) -> bytes:
+    """The body of a stored request, as it was received (or the part that was kept)."""
+    raw = stored["body"]
+    return base64.b64decode(raw) if stored.get("encoding") == "base64" else raw.encode("utf-8")
 
 
 def add(
