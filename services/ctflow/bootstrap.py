@@ -6,6 +6,7 @@ Handlers and services receive a `Dependencies` and never learn which mode they r
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .bus.relay import OutboxRelay
@@ -14,6 +15,7 @@ from .ledger import Ledger
 from .pipelines import PipelineCatalog
 from .refs import load_ref
 from .settings import Settings
+from .topology import COMPLETION_HANDLER, EVENTS_TOPIC, publish_url
 
 if TYPE_CHECKING:
     from .blobstore import BlobStore
@@ -45,7 +47,8 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
         authenticate=authenticate,
         invoker_headers=invoker_headers,
         make_training=make_training,
-        make_registry=_adapter("ctflow.registry:ModelRegistry"),
+        make_registry=_adapter("ctflow.registry:ModelRegistry", artifact_root=mlflow_artifact_root(settings)),
+        trainer_report_uri=trainer_report_uri(settings),
     )
 
 
@@ -83,10 +86,47 @@ def message_bus(settings: Settings, ledger: Ledger | None, on_publish: Callable[
     return PubSubBus(settings.gcp_project)
 
 
-def _adapter(ref: str) -> Callable[[Dependencies], object]:
-    """A factory that imports `module:Class` on first use and builds it from the settings."""
+def mlflow_artifact_root(settings: Settings) -> Path | None:
+    """Embedded: where experiments keep artifacts (<home>/mlartifacts); in gcp the MLflow server decides."""
+    return settings.home / "mlartifacts" if settings.mode == "embedded" else None
+
+
+def trainer_report_uri(settings: Settings) -> str | None:
+    """Where training jobs report `training.completed` (the trainer's CTFLOW_REPORT_URI).
+
+    The events topic, so every subscriber (completion-handler, job-launcher) hears it: Pub/Sub
+    in gcp, the embedded stack's publish endpoint in embedded mode. A service running alone
+    in embedded mode (no stack, so no bus endpoint) sends it to the completion-handler's URL,
+    and the job-launcher learns how the job ended on its next reconcile tick.
+    """
+    if settings.mode == "gcp":
+        return f"pubsub://projects/{settings.gcp_project}/topics/{EVENTS_TOPIC}"
+    if settings.bus_url:
+        return publish_url(settings.bus_url)
+    return settings.service_urls.get(COMPLETION_HANDLER)
+
+
+def client_bus(settings: Settings) -> MessageBus:
+    """The bus a `ctflow` command publishes to: the embedded stack's (in its ledger) or Pub/Sub."""
+    return message_bus(settings, embedded_ledger(settings) if settings.mode == "embedded" else None)
+
+
+class NotEmbedded(Exception):
+    """A command that runs the embedded stack was asked to in gcp mode."""
+
+
+def require_embedded(settings: Settings, command: str) -> None:
+    if settings.mode != "embedded":
+        raise NotEmbedded(
+            f"ctflow {command}: runs the embedded stack only; on Google Cloud, `skaffold run` deploys "
+            "the services (unset CTFLOW_MODE=gcp to run it here)"
+        )
+
+
+def _adapter(ref: str, **options: object) -> Callable[[Dependencies], object]:
+    """A factory that imports `module:Class` on first use and builds it from the settings (and `options`)."""
 
     def make(deps: Dependencies) -> object:
-        return load_ref(ref)(deps.settings)
+        return load_ref(ref)(deps.settings, **options)
 
     return make

@@ -74,12 +74,13 @@ def _call(method: str, url: str, **params: str | None) -> Any:
 
 
 def _embedded_settings(args: argparse.Namespace) -> ClientSettings:
+    from . import bootstrap
+
     settings = _settings(args)
-    if settings.mode != "embedded":
-        sys.exit(
-            f"ctflow {args.command}: runs the embedded stack only; on Google Cloud, `skaffold run` deploys "
-            "the services (unset CTFLOW_MODE=gcp to run it here)"
-        )
+    try:
+        bootstrap.require_embedded(settings, args.command)
+    except bootstrap.NotEmbedded as exc:
+        sys.exit(str(exc))
     return settings
 
 
@@ -151,8 +152,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     if args.reason:
         message["reason"] = args.reason
     settings = _settings(args)
-    ledger = bootstrap.embedded_ledger(settings) if settings.mode == "embedded" else None
-    bus = bootstrap.message_bus(settings, ledger)
+    bus = bootstrap.client_bus(settings)
     message_id = bus.publish(HPARAMS_TOPIC, json.dumps(message).encode(), {"ctflow-trigger": "cli"})
     print(json.dumps({"message_id": message_id, "topic": HPARAMS_TOPIC, "message": message}, indent=2))
     return 0

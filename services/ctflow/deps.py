@@ -45,6 +45,7 @@ class Dependencies:
     # Heavy clients (MLflow, Vertex AI) are imported on first use, not at start-up.
     make_training: AdapterFactory = field(default=_not_configured("training backend"), repr=False)
     make_registry: AdapterFactory = field(default=_not_configured("model registry"), repr=False)
+    trainer_report_uri: str | None = None  # where training jobs report how they ended (bootstrap)
 
     @cached_property
     def training(self) -> TrainingBackend:

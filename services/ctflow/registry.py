@@ -97,9 +97,9 @@ def model_name(pipeline: str) -> str:
 
 
 class ModelRegistry:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, artifact_root: Path | None = None) -> None:
         self.tracking_uri = settings.tracking_uri
-        self.artifact_root = settings.mlflow_artifact_root
+        self.artifact_root = artifact_root  # None: the tracking server chooses
         logs.adopt_library_loggers(*logs.MLFLOW_OWNED_LOGGERS)  # before the client: it may create the store's tables
         self.client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
         self._lock = threading.Lock()

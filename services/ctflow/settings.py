@@ -104,11 +104,6 @@ class Settings(BaseSettings):
         return self.mlflow_tracking_uri or f"sqlite:///{self.home / 'mlflow.db'}"
 
     @property
-    def mlflow_artifact_root(self) -> Path | None:
-        """Embedded: where experiments keep artifacts (an MLflow server decides in gcp mode)."""
-        return self.home / "mlartifacts" if self.mode == "embedded" else None
-
-    @property
     def jobs_dir(self) -> Path:
         """Embedded: one folder per training job (logs, model, checkpoints)."""
         return self.home / "jobs"
@@ -117,23 +112,6 @@ class Settings(BaseSettings):
     def bucket_dir(self) -> Path:
         """The embedded bucket: a local folder that stands in for the GCS bucket."""
         return Path(self.bucket) if self.bucket else self.home / "bucket"
-
-    @property
-    def trainer_report_uri(self) -> str | None:
-        """Where training jobs report `training.completed` (the trainer's CTFLOW_REPORT_URI).
-
-        The events topic, so every subscriber (completion-handler, job-launcher) hears it: Pub/Sub
-        in gcp, the embedded stack's publish endpoint in embedded mode. A service running alone
-        in embedded mode (no stack, so no bus endpoint) sends it to the completion-handler's URL,
-        and the job-launcher learns how the job ended on its next reconcile tick.
-        """
-        from .topology import COMPLETION_HANDLER, EVENTS_TOPIC, publish_url
-
-        if self.mode == "gcp":
-            return f"pubsub://projects/{self.gcp_project}/topics/{EVENTS_TOPIC}"
-        if self.bus_url:
-            return publish_url(self.bus_url)
-        return self.service_urls.get(COMPLETION_HANDLER)
 
 
 class ClientSettings(Settings):

@@ -124,6 +124,7 @@ def _start(deps: Dependencies, lease: Lease) -> JobStatus:
     deps.registry.ensure_experiment(lease.pipeline)  # embedded: artifacts land under <home>/mlartifacts
     env = trainer_environment(
         deps.settings,
+        report_uri=deps.trainer_report_uri,
         run_id=lease.run_id,
         pipeline=lease.pipeline,
         dataset_uri=lease.dataset_uri,

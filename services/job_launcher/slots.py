@@ -11,16 +11,15 @@ lock that BEGIN IMMEDIATE takes for every ledger transaction.
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ctflow import states
 from ctflow.contracts import PipelineSpec
 from ctflow.handling import HandlerContext
-from ctflow.ledger import runs
+from ctflow.ledger import locks, runs
 from ctflow.ledger.tables import Run
 from ctflow.topology import JOB_LAUNCHER
 
@@ -28,10 +27,8 @@ from . import jobs
 
 
 def lock_pipeline(tx: Session, pipeline: str) -> None:
-    """Hold the pipeline's slot lock until this transaction ends (PostgreSQL; SQLite holds its own)."""
-    if tx.get_bind().dialect.name == "postgresql":
-        key = int.from_bytes(hashlib.sha256(f"ctflow-slots:{pipeline}".encode()).digest()[:8], "big", signed=True)
-        tx.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
+    """Hold the pipeline's slot lock until this transaction ends."""
+    locks.hold(tx, f"ctflow-slots:{pipeline}")
 
 
 def admit(ctx: HandlerContext, run: Run, spec: PipelineSpec, detail: dict[str, Any]) -> str:

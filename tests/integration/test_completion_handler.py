@@ -83,7 +83,9 @@ def _train_once(home: Path, digits_folder: Path) -> Trained:
 
     home.mkdir()
     tracking = f"sqlite:///{home / 'mlflow.db'}"
-    ModelRegistry(Settings(home=home, mlflow_tracking_uri=tracking)).ensure_experiment("digits")  # as `ctflow up`
+    ModelRegistry(
+        Settings(home=home, mlflow_tracking_uri=tracking), artifact_root=home / "mlartifacts"
+    ).ensure_experiment("digits")  # as `ctflow up`
     defaults = PipelineCatalog(REPO_ROOT / "deploy" / "pipelines").get("digits").hyperparameters.defaults
     hyperparameters = {"good": dict(defaults), "poor": {**defaults, "epochs": 1, "lr": 1e-6}}
     base = {k: v for k, v in os.environ.items() if not k.startswith(("CTFLOW_", "MLFLOW_", "AIP_"))}

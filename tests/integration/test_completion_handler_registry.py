@@ -16,7 +16,7 @@ def registry(tmp_path, trained) -> ModelRegistry:  # type: ignore[no-untyped-def
     """A registry over this test's copy of the trained runs' MLflow store."""
     with sqlite3.connect(trained.mlflow_db) as source, sqlite3.connect(tmp_path / "mlflow.db") as copy:
         source.backup(copy)
-    return ModelRegistry(Settings(home=tmp_path))
+    return ModelRegistry(Settings(home=tmp_path), artifact_root=tmp_path / "mlartifacts")
 
 
 @pytest.fixture

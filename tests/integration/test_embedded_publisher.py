@@ -86,5 +86,10 @@ def test_what_is_not_a_cloudevent_or_not_a_topic_is_refused_and_nothing_publishe
 
 
 def test_the_report_uri_points_at_the_events_topic(deps):
+    """Embedded trainers report to the stack's publish endpoint for the events topic (gcp: the Pub/Sub topic)."""
+    from ctflow import bootstrap
+
     deps.settings.bus_url = "http://127.0.0.1:8123/"
-    assert deps.settings.trainer_report_uri == "http://127.0.0.1:8123/topics/ctflow-events"
+    assert bootstrap.trainer_report_uri(deps.settings) == "http://127.0.0.1:8123/topics/ctflow-events"
+    gcp = deps.settings.model_copy(update={"mode": "gcp", "gcp_project": "p"})
+    assert bootstrap.trainer_report_uri(gcp) == "pubsub://projects/p/topics/ctflow-events"

@@ -167,6 +167,7 @@ def test_a_job_created_by_a_launcher_that_died_before_recording_it_is_found_not_
     run, spec = _run(deps, run_id), deps.pipelines.get("digits")
     env = trainer_environment(
         deps.settings,
+        report_uri=deps.trainer_report_uri,
         run_id=run_id,
         pipeline="digits",
         dataset_uri=run.dataset["uri"],

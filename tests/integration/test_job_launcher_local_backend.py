@@ -45,6 +45,7 @@ def request(
     spec = load_spec(REPO_ROOT / "deploy" / "pipelines" / "digits.yaml")
     env = trainer_environment(
         settings,
+        report_uri=None,
         run_id=run_id,
         pipeline="digits",
         dataset_uri=str(folder),

@@ -84,6 +84,7 @@ def trainer_env(
     settings = backend.settings.model_copy(update={"mlflow_tracking_uri": tracking_uri})
     env = trainer_environment(
         settings,
+        report_uri=None,
         run_id=run_id,
         pipeline="digits",
         dataset_uri=dataset_uri,
@@ -91,7 +92,7 @@ def trainer_env(
         trigger_event_id=f"evt-{run_id}",
         image="trainer",
     )
-    env.pop("CTFLOW_REPORT_URI")
+    assert "CTFLOW_REPORT_URI" not in env
     return {**env, "CTFLOW_TORCH_THREADS": "1"}
 
 
@@ -145,6 +146,7 @@ def test_launch_creates_the_custom_job_the_spec_and_request_describe(
     run_id = new_run_id()
     env = trainer_environment(
         backend.settings,
+        report_uri=None,
         run_id=run_id,
         pipeline="digits",
         dataset_uri=f"gs://{BUCKET}/datasets/digits/v1/",

@@ -20,7 +20,8 @@ SCRIPT = textwrap.dedent("""
 
     logs.configure("hparam-consumer", "my-project")
     home = Path(sys.argv[1])
-    ModelRegistry(Settings(home=home)).ensure_experiment("digits")  # MLflow creates its tables, and says so
+    registry = ModelRegistry(Settings(home=home), artifact_root=home / "mlartifacts")
+    registry.ensure_experiment("digits")  # MLflow creates its tables, and says so
     Ledger(f"sqlite:///{home / 'ledger.db'}").migrate()
     logging.getLogger("alembic.runtime.migration").warning("a warning")  # MLflow takes Alembic's logger on import
     with logs.bind(trace_id="0af7651916cd43dd8448eb211c80319c", run_id="digits-1"):

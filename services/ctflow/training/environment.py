@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 def trainer_environment(
     settings: Settings,
     *,
+    report_uri: str | None,
     run_id: str,
     pipeline: str,
     dataset_uri: str,
@@ -43,7 +44,7 @@ def trainer_environment(
         "MLFLOW_EXPERIMENT_NAME": pipeline,
     }
     optional = {
-        "CTFLOW_REPORT_URI": settings.trainer_report_uri,
+        "CTFLOW_REPORT_URI": report_uri,
         "CTFLOW_GIT_SHA": git_sha(),
         "CTFLOW_IMAGE_DIGEST": image_digest(settings.images.get(image, "")),
     }
