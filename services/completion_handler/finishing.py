@@ -119,6 +119,7 @@ def _record(
         if run is None:  # the lease expired and another worker took the run over: its result stands
             log.warning("run %s: lease lost during evaluation; leaving the result to its new holder", task.run_id)
             return None
+        lease.done(ctx.tx, task)
         previous = run.evaluation or {}
         run.evaluation = {
             **(summary or {"status": "failed"}),

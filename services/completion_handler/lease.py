@@ -3,19 +3,19 @@
 The evaluation runs after the handler's transaction has committed (it takes seconds,
 and SQLite has one write lock for every service), either from the handler's
 after-commit action or from a reconcile tick finishing a run a crash left behind.
-Both first claim the lease here, in a short ledger transaction that locks the run
-(SELECT ... FOR UPDATE on PostgreSQL; SQLite takes its write lock at BEGIN), so they
-never evaluate the same run at once. A lease outlives any sane evaluation; it only
-expires when its holder died, and then the next reconcile tick takes the run over.
+Both first claim the run's evaluation lease (ctflow.ledger.leases, named
+`evaluate:<run id>`) in a short transaction that also locks the run, so they never
+evaluate the same run at once. A lease outlives any sane evaluation; it only expires
+when its holder died, and then the next reconcile tick takes the run over. The verdict
+is written only by the lease's holder (`holder`), so a late one writes nothing.
 
-The lease lives in the run's `evaluation` JSON while the run is `evaluating` (no
-extra table): {"status": "pending" | "running", "completion": {...}, "lease":
-{"owner", "expires_at"}, "attempts": n, "last_error": "..."}.
+The run's `evaluation` JSON shows the work while the run is `evaluating`:
+{"status": "pending" | "running", "completion": {...}, "attempts": n, "last_error": "..."};
+`attempts` is how many times the lease was claimed.
 """
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -23,10 +23,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from ctflow import states
-from ctflow.ledger import runs
+from ctflow.ledger import leases, runs
 from ctflow.ledger.tables import Run
 
 LEASE = timedelta(minutes=10)
+
+
+def lease_name(run_id: str) -> str:
+    return f"evaluate:{run_id}"
 
 
 @dataclass(frozen=True)
@@ -35,8 +39,7 @@ class EvaluationTask:
 
     run_id: str
     pipeline: str
-    owner: str
-    attempt: int
+    lease: leases.Lease
     mlflow_run_id: str
     hyperparameters: dict[str, Any]
     dataset_version: str | None
@@ -48,7 +51,7 @@ class EvaluationTask:
 
 def pending(completion: dict[str, Any]) -> dict[str, Any]:
     """The `evaluation` of a run that just entered `evaluating`."""
-    return {"status": "pending", "completion": completion, "lease": None, "attempts": 0, "last_error": None}
+    return {"status": "pending", "completion": completion, "attempts": 0, "last_error": None}
 
 
 def claim(tx: Session, run_id: str, now: datetime) -> EvaluationTask | None:
@@ -56,22 +59,16 @@ def claim(tx: Session, run_id: str, now: datetime) -> EvaluationTask | None:
     run = runs.get(tx, run_id, for_update=True)
     if run is None or run.state != states.EVALUATING:
         return None
-    record = dict(run.evaluation or pending({}))
-    lease = record.get("lease")
-    if lease and datetime.fromisoformat(lease["expires_at"]) > now:
+    lease = leases.claim(tx, lease_name(run_id), duration=LEASE, now=now)
+    if lease is None:
         return None
-    owner = uuid.uuid4().hex
-    record.update(
-        status="running",
-        lease={"owner": owner, "expires_at": (now + LEASE).isoformat()},
-        attempts=int(record.get("attempts") or 0) + 1,
-    )
+    record = dict(run.evaluation or pending({}))
+    record.update(status="running", attempts=lease.claims)
     run.evaluation = record
     return EvaluationTask(
         run_id=run.id,
         pipeline=run.pipeline,
-        owner=owner,
-        attempt=record["attempts"],
+        lease=lease,
         mlflow_run_id=run.mlflow_run_id or "",
         hyperparameters=dict(run.hyperparameters or {}),
         dataset_version=run.dataset_version,
@@ -85,14 +82,19 @@ def claim(tx: Session, run_id: str, now: datetime) -> EvaluationTask | None:
 def holder(tx: Session, task: EvaluationTask) -> Run | None:
     """The run, locked, if it is still evaluating under `task`'s lease (else someone took over)."""
     run = runs.get(tx, task.run_id, for_update=True)
-    if run is None or run.state != states.EVALUATING:
+    if run is None or run.state != states.EVALUATING or not leases.holds(tx, task.lease):
         return None
-    lease = (run.evaluation or {}).get("lease") or {}
-    return run if lease.get("owner") == task.owner else None
+    return run
+
+
+def done(tx: Session, task: EvaluationTask) -> None:
+    """The verdict is recorded: the lease goes with it."""
+    leases.forget(tx, task.lease.name)
 
 
 def release(tx: Session, task: EvaluationTask, error: str) -> None:
     """Give the lease back after a transient failure, so the next reconcile tick retries at once."""
     run = holder(tx, task)
     if run is not None:
-        run.evaluation = {**(run.evaluation or {}), "status": "pending", "lease": None, "last_error": error[:2000]}
+        leases.release(tx, task.lease)
+        run.evaluation = {**(run.evaluation or {}), "status": "pending", "last_error": error[:2000]}

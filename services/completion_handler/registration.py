@@ -59,7 +59,7 @@ def log_evaluation(
         challenger_mlflow_run_id=task.mlflow_run_id,
         champion_version=champion[0].version if champion else "none",
         gate="passed" if verdict.passed else "rejected",
-        attempt=task.attempt,
+        attempt=task.lease.claims,
     )
     return registry.log_run(
         evaluations_experiment(task.pipeline),

@@ -3,7 +3,7 @@
 Shown as is by the status API. Keys: `backend`, `state` (`launching`, then the backend's
 pending | running | succeeded | failed | cancelled), `job_id`, `output_uri`, `model_dir`,
 `logs` (local jobs), `claimed_at`, `launched_at`, `ended_at`, `error`; and the launcher's
-bookkeeping: `lease`/`lease_until` while a launch is under way, `launch_attempts`, and
+bookkeeping: `launch_attempts` (the launch lease, ctflow.ledger.leases, counts them), and
 `completion` (the training.completed event seen or emitted for the job).
 """
 

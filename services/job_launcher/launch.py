@@ -4,7 +4,7 @@ A launch runs after the claim has committed (an after-commit action) and again f
 reconcile for runs whose job is still `launching`. Neither Vertex nor a process takes a
 request id, so at most one job per run comes from three things together:
 
-1. a lease on the run (compare-and-swap on run.job under the row lock): the after-commit
+1. the run's launch lease (ctflow.ledger.leases, named `launch:<run id>`): the after-commit
    call and a reconcile tick never launch at the same time;
 2. `find` before `launch`: a job created by a launch that died before recording it is
    found by its run label and recorded instead of started again;
@@ -17,15 +17,14 @@ recorded as failed, and reconcile reports the run's training as failed with the 
 from __future__ import annotations
 
 import logging
-import uuid
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from ctflow import events, states
 from ctflow.deps import Dependencies
 from ctflow.handling import service_work
-from ctflow.ledger import runs
+from ctflow.ledger import leases, runs
 from ctflow.topology import JOB_LAUNCHER
 from ctflow.training import PIPELINE_LABEL, RUN_LABEL, JobRefused, JobRequest, JobStatus
 from ctflow.training.environment import trainer_environment
@@ -39,10 +38,10 @@ MAX_LAUNCH_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
-class Lease:
-    """What a launch needs from the run, read while taking the lease."""
+class Launch:
+    """What a launch needs from the run, read while taking its lease."""
 
-    token: str
+    lease: leases.Lease
     run_id: str
     pipeline: str
     hyperparameters: dict[str, Any]
@@ -62,32 +61,35 @@ def launch_all(deps: Dependencies, run_ids: list[str]) -> int:
     return recorded
 
 
+def lease_name(run_id: str) -> str:
+    return f"launch:{run_id}"
+
+
 def launch(deps: Dependencies, run_id: str) -> bool:
     """Start (or find) the run's job and record it; False when there was nothing for this call to do."""
-    lease = _take_lease(deps, run_id)
-    if lease is None:
+    claimed = _take_lease(deps, run_id)
+    if claimed is None:
         return False
     try:
-        status = deps.training.find(run_id) or _start(deps, _with_hyperparameters(deps, lease))
+        status = deps.training.find(run_id) or _start(deps, _with_hyperparameters(deps, claimed))
     except Exception as exc:
-        _give_back(deps, lease, exc)
+        _give_back(deps, claimed, exc)
         raise
-    return _record(deps, run_id, status)
+    return _record(deps, claimed.run_id, status)
 
 
-def _take_lease(deps: Dependencies, run_id: str) -> Lease | None:
+def _take_lease(deps: Dependencies, run_id: str) -> Launch | None:
     with deps.ledger.transaction() as tx:
         run = runs.get(tx, run_id, for_update=True)
         job = jobs.job_of(run) if run is not None else {}
         if run is None or run.state != states.TRAINING or job.get("state") != jobs.LAUNCHING or "job_id" in job:
             return None
-        if "lease_until" in job and jobs.seconds_since(job["lease_until"]) < 0:
+        lease = leases.claim(tx, lease_name(run_id), duration=LEASE)
+        if lease is None:
             return None  # another launch holds it
-        token = uuid.uuid4().hex
-        jobs.update_job(run, lease=token, lease_until=jobs.iso(datetime.now(UTC) + LEASE))
         retrain = run.trigger.get("kind") == "dataset" and not run.hyperparameters
-        return Lease(
-            token,
+        return Launch(
+            lease,
             run.id,
             run.pipeline,
             dict(run.hyperparameters),
@@ -97,43 +99,43 @@ def _take_lease(deps: Dependencies, run_id: str) -> Lease | None:
         )
 
 
-def _with_hyperparameters(deps: Dependencies, lease: Lease) -> Lease:
+def _with_hyperparameters(deps: Dependencies, launch: Launch) -> Launch:
     """A retrain's hyperparameters, chosen now (the registry is asked outside any ledger
     transaction) and recorded on the run, with where they came from, before the job starts."""
-    if not lease.retrain:
-        return lease
-    spec = deps.pipelines.get(lease.pipeline)
+    if not launch.retrain:
+        return launch
+    spec = deps.pipelines.get(launch.pipeline)
     if spec is None:
-        raise LookupError(f"pipeline {lease.pipeline!r} has no spec any more")
+        raise LookupError(f"pipeline {launch.pipeline!r} has no spec any more")
     hyperparameters, source = retrain_hyperparameters(deps, spec)
     with deps.ledger.transaction() as tx:
-        run = runs.get(tx, lease.run_id, for_update=True)
-        if run is None or jobs.job_of(run).get("lease") != lease.token:
-            raise LookupError(f"run {lease.run_id}: the launch lease was lost while choosing hyperparameters")
+        run = runs.get(tx, launch.run_id, for_update=True)
+        if run is None or not leases.holds(tx, launch.lease):
+            raise LookupError(f"run {launch.run_id}: the launch lease was lost while choosing hyperparameters")
         run.hyperparameters = hyperparameters
         run.trigger = {**run.trigger, "hyperparameters_from": source}
-    return replace(lease, hyperparameters=hyperparameters, retrain=False)
+    return replace(launch, hyperparameters=hyperparameters, retrain=False)
 
 
-def _start(deps: Dependencies, lease: Lease) -> JobStatus:
-    spec = deps.pipelines.get(lease.pipeline)
+def _start(deps: Dependencies, launch: Launch) -> JobStatus:
+    spec = deps.pipelines.get(launch.pipeline)
     if spec is None:
-        raise LookupError(f"pipeline {lease.pipeline!r} has no spec any more")
-    if not lease.dataset_uri:
-        raise LookupError(f"run {lease.run_id} has no dataset version to train on")
-    deps.registry.ensure_experiment(lease.pipeline)  # embedded: artifacts land under <home>/mlartifacts
+        raise LookupError(f"pipeline {launch.pipeline!r} has no spec any more")
+    if not launch.dataset_uri:
+        raise LookupError(f"run {launch.run_id} has no dataset version to train on")
+    deps.registry.ensure_experiment(launch.pipeline)  # embedded: artifacts land under <home>/mlartifacts
     env = trainer_environment(
         deps.settings,
         report_uri=deps.trainer_report_uri,
-        run_id=lease.run_id,
-        pipeline=lease.pipeline,
-        dataset_uri=lease.dataset_uri,
-        hyperparameters=lease.hyperparameters,
-        trigger_event_id=lease.trigger_event_id,
+        run_id=launch.run_id,
+        pipeline=launch.pipeline,
+        dataset_uri=launch.dataset_uri,
+        hyperparameters=launch.hyperparameters,
+        trigger_event_id=launch.trigger_event_id,
         image=spec.training.image,
     )
-    labels = {RUN_LABEL: lease.run_id, PIPELINE_LABEL: lease.pipeline}
-    return deps.training.launch(JobRequest(lease.run_id, lease.pipeline, spec.training, env, labels))
+    labels = {RUN_LABEL: launch.run_id, PIPELINE_LABEL: launch.pipeline}
+    return deps.training.launch(JobRequest(launch.run_id, launch.pipeline, spec.training, env, labels))
 
 
 def _record(deps: Dependencies, run_id: str, status: JobStatus) -> bool:
@@ -141,9 +143,8 @@ def _record(deps: Dependencies, run_id: str, status: JobStatus) -> bool:
         run = runs.get(ctx.tx, run_id, for_update=True)
         if run is None or "job_id" in jobs.job_of(run):
             return False
-        jobs.update_job(
-            run, **jobs.status_fields(status, deps.training), launched_at=jobs.now(), lease=None, lease_until=None
-        )
+        jobs.update_job(run, **jobs.status_fields(status, deps.training), launched_at=jobs.now())
+        leases.forget(ctx.tx, lease_name(run_id))
         ctx.emit(
             events.run_event(
                 events.TRAINING_STARTED,
@@ -162,34 +163,18 @@ def _record(deps: Dependencies, run_id: str, status: JobStatus) -> bool:
     return True
 
 
-def _give_back(deps: Dependencies, lease: Lease, exc: Exception) -> None:
+def _give_back(deps: Dependencies, claimed: Launch, exc: Exception) -> None:
     """Release the lease so the next reconcile tick retries; give up after MAX_LAUNCH_ATTEMPTS."""
     with deps.ledger.transaction() as tx:
-        run = runs.get(tx, lease.run_id, for_update=True)
-        job = jobs.job_of(run) if run is not None else {}
-        if run is None or job.get("lease") != lease.token:
+        run = runs.get(tx, claimed.run_id, for_update=True)
+        if run is None or not leases.holds(tx, claimed.lease):
             return
-        attempts = job.get("launch_attempts", 0) + 1
+        attempts = claimed.lease.claims
         error = f"could not launch the training job: {type(exc).__name__}: {exc}"
-        if isinstance(exc, JobRefused):  # the same request cannot succeed later: no retries
-            jobs.update_job(
-                run,
-                state="failed",
-                error=error,
-                ended_at=jobs.now(),
-                launch_attempts=attempts,
-                lease=None,
-                lease_until=None,
-            )
-        elif attempts >= MAX_LAUNCH_ATTEMPTS:
-            jobs.update_job(
-                run,
-                state="failed",
-                error=f"{error} (gave up after {attempts} attempts)",
-                ended_at=jobs.now(),
-                launch_attempts=attempts,
-                lease=None,
-                lease_until=None,
-            )
+        if isinstance(exc, JobRefused) or attempts >= MAX_LAUNCH_ATTEMPTS:  # refused: it cannot succeed later
+            given_up = "" if isinstance(exc, JobRefused) else f" (gave up after {attempts} attempts)"
+            jobs.update_job(run, state="failed", error=error + given_up, ended_at=jobs.now(), launch_attempts=attempts)
+            leases.forget(tx, lease_name(claimed.run_id))
         else:
-            jobs.update_job(run, error=error, launch_attempts=attempts, lease=None, lease_until=None)
+            jobs.update_job(run, error=error, launch_attempts=attempts)
+            leases.release(tx, claimed.lease)

@@ -13,8 +13,9 @@ import pytest
 
 from completion_handler import app as service
 from completion_handler.finishing import finish_stuck
-from completion_handler.lease import LEASE
+from completion_handler.lease import LEASE, lease_name
 from ctflow import bootstrap
+from ctflow.ledger import leases
 from ctflow.ledger.tables import utcnow
 from tests.integration.conftest import client_for
 from tests.integration.test_completion_handler import (  # noqa: F401 - fixtures shared with the flow tests
@@ -29,6 +30,12 @@ from tests.integration.test_completion_handler import (  # noqa: F401 - fixtures
 )
 from tests.integration.test_crash_recovery import _start
 from tests.support import free_port
+
+
+def _lease_held(deps, run_id: str) -> bool:  # type: ignore[no-untyped-def]
+    with deps.ledger.reading() as session:
+        state = leases.state(session, lease_name(run_id))
+    return state is not None and state.held
 
 
 @pytest.mark.parametrize("failpoint", ["after-commit", "completion-evaluating"])
@@ -51,7 +58,7 @@ def test_process_killed_before_the_verdict_is_finished_by_reconcile(prepared, tr
     evaluating = run_of(deps, run_id)
     assert evaluating.state == "evaluating"
     died_holding_lease = failpoint == "completion-evaluating"
-    assert (evaluating.evaluation["lease"] is not None) is died_holding_lease
+    assert _lease_held(deps, run_id) is died_holding_lease
 
     with client_for(service, deps) as client:
         tick = client.post("/reconcile").json()
@@ -90,7 +97,7 @@ def test_mlflow_outage_leaves_the_run_to_reconcile_not_to_a_dead_letter(prepared
     finally:
         outage.ledger.dispose()
     run = run_of(deps, run_id)
-    assert run.state == "evaluating" and run.evaluation["lease"] is None
+    assert run.state == "evaluating" and not _lease_held(deps, run_id)
     assert "127.0.0.1" in run.evaluation["last_error"] and run.evaluation["attempts"] == 2
 
     assert finish_stuck(deps) == {"evaluations_finished": 1, "evaluations_failed": 0}

@@ -19,7 +19,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from ctflow import events
+from ctflow import bootstrap, events
 from ctflow.codec import push_envelope, to_pubsub
 from ctflow.dataset_drop import drop_folder
 from ctflow.handling import service_work
@@ -326,7 +326,8 @@ def test_a_sigkilled_trainer_is_reported_failed_and_the_next_request_trains(deps
     assert reconcile_jobs(deps)["completions_emitted"] == 0  # once
 
     with recording_server([]) as (url, completion_handler):
-        deps.settings.service_urls = {"completion-handler": url}
+        deps.settings.service_urls = {"completion-handler": url}  # as a job-launcher started with that setting
+        deps.trainer_report_uri = bootstrap.trainer_report_uri(deps.settings)
         retry = _request(consumer, QUICK, "m-again")
         assert _deliver(deps, launcher, events.TRAINING_REQUESTED, retry)["detail"] == f"run {retry} is training"
         waiting = _request(consumer, QUICK, "m-later")

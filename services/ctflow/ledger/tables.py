@@ -193,3 +193,17 @@ class BusDelivery(Base):
     next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class LeaseRow(Base):
+    """Who may do a piece of long work (launch a run's job, evaluate it, drive a rollout), until when.
+
+    One row per lease name; ctflow.ledger.leases claims, renews, releases and fences it.
+    """
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    holder: Mapped[str | None] = mapped_column(String(64))  # the holder's token; None: free
+    expires_at: Mapped[datetime | None]
+    claims: Mapped[int]  # how many times it was claimed: the guarded work's attempts
+    claimed_at: Mapped[datetime | None]
