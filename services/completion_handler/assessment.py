@@ -12,9 +12,9 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ctflow.deps import Dependencies
+from ctflow.ledger.records import EvaluationRecord
 from ctflow.registry import TAG_PREFIX, ModelRegistry, ModelVersionRef, NotFound, TrainingRun
 
 from . import registration
@@ -36,7 +36,7 @@ class Assessment:
     def champion_version(self) -> str | None:
         return self.champion[0].version if self.champion else None
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> EvaluationRecord:
         """What the ledger keeps as the run's `evaluation` (confusion matrices stay in MLflow)."""
         return {
             "status": "done",
@@ -101,7 +101,8 @@ def _training_run(registry: ModelRegistry, task: EvaluationTask) -> TrainingRun:
     tagged = training.tags.get(f"{TAG_PREFIX}run_id")
     if tagged != task.run_id:
         raise EvaluationError(f"MLflow run {training.run_id} belongs to ctflow run {tagged!r}, not {task.run_id}")
-    trained_on, recorded = training.tags.get(f"{TAG_PREFIX}manifest_sha256"), task.dataset.get("manifest_sha256")
+    trained_on = training.tags.get(f"{TAG_PREFIX}manifest_sha256")
+    recorded = task.dataset["manifest_sha256"] if task.dataset else None
     if trained_on and recorded and trained_on != recorded:
         raise EvaluationError(
             f"the trainer verified dataset manifest {trained_on}, but the run recorded {recorded}: "

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-from sqlalchemy import select
+from typing import TYPE_CHECKING
 
 from ctflow import events, failpoints, logs, states
 from ctflow.deps import Dependencies
 from ctflow.handling import service_work
 from ctflow.ledger import runs
-from ctflow.ledger.tables import Run, utcnow
+from ctflow.ledger.records import EvaluationRecord
+from ctflow.ledger.tables import utcnow
 from ctflow.registry import model_name
 from ctflow.topology import COMPLETION_HANDLER
 
@@ -109,7 +108,7 @@ def _record(
     task: lease.EvaluationTask,
     target: str,
     *,
-    summary: dict[str, Any] | None = None,
+    summary: EvaluationRecord | None = None,
     event: events.Event | None = None,
     reason: str | None = None,
     model_version: str | None = None,
@@ -120,11 +119,11 @@ def _record(
             log.warning("run %s: lease lost during evaluation; leaving the result to its new holder", task.run_id)
             return None
         lease.done(ctx.tx, task)
-        previous = run.evaluation or {}
+        previous = run.evaluation
         run.evaluation = {
             **(summary or {"status": "failed"}),
-            "completion": previous.get("completion"),
-            "attempts": previous.get("attempts"),
+            "completion": previous.get("completion") if previous else None,
+            "attempts": previous.get("attempts") if previous else None,
         }
         if model_version is not None:
             run.model_version = model_version
@@ -145,11 +144,7 @@ def _record(
 def finish_stuck(deps: Dependencies, *, now: datetime | None = None) -> dict[str, int]:
     """Reconcile step: finish runs left in `evaluating` whose lease is free (never taken or expired)."""
     with deps.ledger.transaction() as tx:
-        waiting = list(
-            tx.scalars(
-                select(Run.id).where(Run.state == states.EVALUATING).order_by(Run.updated_at).limit(RECONCILE_BATCH)
-            )
-        )
+        waiting = runs.ids_in(tx, states.EVALUATING, limit=RECONCILE_BATCH)
     finished = failed = 0
     for run_id in waiting:
         try:

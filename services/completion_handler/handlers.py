@@ -56,15 +56,12 @@ def on_training_completed(ctx: HandlerContext) -> Outcome:
     run.mlflow_run_id = done.mlflow_run_id
     run.evaluation = lease.pending(
         {
-            k: getattr(done, k, None)
-            for k in (
-                "job_id",
-                "model_dir",
-                "artifact_uri",
-                "mlflow_model_uri",
-                "epochs_completed",
-                "resumed_from_epoch",
-            )
+            "job_id": done.job_id,
+            "model_dir": done.model_dir,
+            "artifact_uri": done.artifact_uri,
+            "mlflow_model_uri": done.mlflow_model_uri,
+            "epochs_completed": done.epochs_completed,
+            "resumed_from_epoch": done.resumed_from_epoch,
         }
     )
     runs.transition(ctx.tx, run, states.EVALUATING, COMPLETION_HANDLER)

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session
 
 from ctflow import states
 from ctflow.ledger import leases, runs
+from ctflow.ledger.records import DatasetRef, EvaluationRecord, JobRecord, TrainerReport, Trigger
 from ctflow.ledger.tables import Run
 
 LEASE = timedelta(minutes=10)
@@ -43,13 +44,13 @@ class EvaluationTask:
     mlflow_run_id: str
     hyperparameters: dict[str, Any]
     dataset_version: str | None
-    dataset: dict[str, Any]
-    trigger: dict[str, Any]
-    job: dict[str, Any]
-    completion: dict[str, Any]  # what the trainer reported: artifact URIs, job id
+    dataset: DatasetRef | None
+    trigger: Trigger
+    job: JobRecord | None
+    completion: TrainerReport  # what the trainer reported: artifact URIs, job id
 
 
-def pending(completion: dict[str, Any]) -> dict[str, Any]:
+def pending(completion: TrainerReport) -> EvaluationRecord:
     """The `evaluation` of a run that just entered `evaluating`."""
     return {"status": "pending", "completion": completion, "attempts": 0, "last_error": None}
 
@@ -62,9 +63,8 @@ def claim(tx: Session, run_id: str, now: datetime) -> EvaluationTask | None:
     lease = leases.claim(tx, lease_name(run_id), duration=LEASE, now=now)
     if lease is None:
         return None
-    record = dict(run.evaluation or pending({}))
-    record.update(status="running", attempts=lease.claims)
-    run.evaluation = record
+    record = run.evaluation or pending({})
+    run.evaluation = {**record, "status": "running", "attempts": lease.claims}
     return EvaluationTask(
         run_id=run.id,
         pipeline=run.pipeline,
@@ -72,10 +72,10 @@ def claim(tx: Session, run_id: str, now: datetime) -> EvaluationTask | None:
         mlflow_run_id=run.mlflow_run_id or "",
         hyperparameters=dict(run.hyperparameters or {}),
         dataset_version=run.dataset_version,
-        dataset=dict(run.dataset or {}),
-        trigger=dict(run.trigger or {}),
-        job=dict(run.job or {}),
-        completion=dict(record.get("completion") or {}),
+        dataset=run.dataset,
+        trigger=run.trigger,
+        job=run.job,
+        completion=record.get("completion") or {},
     )
 
 
@@ -97,4 +97,4 @@ def release(tx: Session, task: EvaluationTask, error: str) -> None:
     run = holder(tx, task)
     if run is not None:
         leases.release(tx, task.lease)
-        run.evaluation = {**(run.evaluation or {}), "status": "pending", "last_error": error[:2000]}
+        run.evaluation = {**(run.evaluation or pending({})), "status": "pending", "last_error": error[:2000]}

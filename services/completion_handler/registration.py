@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from ctflow.ledger.records import DatasetRef, JobRecord, Lineage
 from ctflow.registry import CHALLENGER, TAG_PREFIX
 
 from .lease import EvaluationTask
@@ -110,7 +111,10 @@ def lineage_tags(
     evaluation_run_id: str,
     champion_version: str | None,
 ) -> dict[str, str]:
-    trained, dataset, job = training.tags, task.dataset, task.job
+    trained = training.tags
+    dataset: DatasetRef | dict[str, Any] = task.dataset or {}
+    job: JobRecord | dict[str, Any] = task.job or {}
+    code: Lineage = job.get("lineage") or {}
     return _tags(
         run_id=task.run_id,
         pipeline=task.pipeline,
@@ -120,8 +124,10 @@ def lineage_tags(
         manifest_sha256=trained.get(f"{TAG_PREFIX}manifest_sha256") or dataset.get("manifest_sha256"),
         dataset_uri=trained.get(f"{TAG_PREFIX}dataset_uri") or dataset.get("uri"),
         trigger_event_id=trained.get(f"{TAG_PREFIX}trigger_event_id") or task.trigger.get("event_id"),
-        git_sha=trained.get(f"{TAG_PREFIX}git_sha") or job.get("git_sha"),
-        image_digest=trained.get(f"{TAG_PREFIX}image_digest") or job.get("image_digest"),
+        code_version=trained.get(f"{TAG_PREFIX}code_version") or code.get("code_version"),
+        git_sha=trained.get(f"{TAG_PREFIX}git_sha") or code.get("git_sha"),
+        trainer_image=code.get("trainer_image"),
+        image_digest=trained.get(f"{TAG_PREFIX}image_digest") or code.get("image_digest"),
         job_id=task.completion.get("job_id") or trained.get(f"{TAG_PREFIX}job_id") or job.get("job_id"),
         mlflow_run_id=training.run_id,
         evaluation_run_id=evaluation_run_id,

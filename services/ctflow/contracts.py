@@ -193,6 +193,9 @@ class TrainingCompleted(BaseModel):
     model_dir: str | None = None
     artifact_uri: str | None = None
     job_id: str | None = None
+    mlflow_model_uri: str | None = None
+    epochs_completed: int | None = None
+    resumed_from_epoch: int | None = None
 
 
 class ModelRegistered(Strict):

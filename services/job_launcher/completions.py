@@ -20,6 +20,7 @@ from ctflow.blobstore import BlobStore, split_gs_uri
 from ctflow.codec import MalformedRequest, decode_request
 from ctflow.contracts import TrainingCompleted
 from ctflow.events import Event
+from ctflow.ledger.records import JobRecord
 from ctflow.topology import JOB_LAUNCHER
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ def reported_completion(blobs: BlobStore, model_dir: str | None, run_id: str) ->
     return event
 
 
-def failed_completion(run_id: str, pipeline: str, job: dict[str, Any]) -> Event:
+def failed_completion(run_id: str, pipeline: str, job: JobRecord) -> Event:
     error = job.get("error") or f"the training job ended ({job.get('state')}) without a readable report"
     data: dict[str, Any] = {
         "run_id": run_id,

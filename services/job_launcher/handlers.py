@@ -72,7 +72,7 @@ def _launch_or_queue(ctx: HandlerContext, run_id: str, pipeline: str) -> Outcome
     run = _run(ctx, run_id, pipeline)
     if run.state != states.REQUESTED:
         return Outcome("duplicate", f"run {run.id} is already {run.state}; nothing to launch")
-    if not (run.dataset or {}).get("uri"):
+    if not (run.dataset and run.dataset["uri"]):
         raise Rejected(f"run {run.id} has no dataset version to train on")
     state = slots.admit(ctx, run, spec, {})
     if state == states.TRAINING:

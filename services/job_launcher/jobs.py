@@ -10,9 +10,10 @@ bookkeeping: `launch_attempts` (the launch lease, ctflow.ledger.leases, counts t
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from ctflow import events, states
+from ctflow.ledger.records import JobRecord
 from ctflow.training import ENDED
 
 if TYPE_CHECKING:
@@ -22,20 +23,24 @@ if TYPE_CHECKING:
 LAUNCHING = "launching"
 
 
-def job_of(run: Run) -> dict[str, Any]:
-    return dict(run.job or {})
+def job_of(run: Run) -> JobRecord | dict[str, Any]:
+    """The run's job record; empty before the run has claimed a training slot."""
+    return run.job or {}
 
 
 def update_job(run: Run, **changes: Any) -> None:
-    """Merge `changes` into run.job (None removes a key).
+    """Merge `changes` (keys of JobRecord) into run.job; None removes a key.
 
     A new dict each time: SQLAlchemy notices a JSON column change only on assignment.
     """
+    unknown = set(changes) - set(JobRecord.__annotations__)
+    if unknown:
+        raise KeyError(f"not keys of a job record: {sorted(unknown)}")
     merged = {**(run.job or {}), **changes}
-    run.job = {k: v for k, v in merged.items() if v is not None}
+    run.job = cast(JobRecord, {k: v for k, v in merged.items() if v is not None})
 
 
-def ended(job: dict[str, Any]) -> bool:
+def ended(job: JobRecord | dict[str, Any]) -> bool:
     return job.get("state") in ENDED
 
 

@@ -25,9 +25,10 @@ from ctflow import events, states
 from ctflow.deps import Dependencies
 from ctflow.handling import service_work
 from ctflow.ledger import leases, runs
+from ctflow.ledger.records import Lineage
 from ctflow.topology import JOB_LAUNCHER
 from ctflow.training import PIPELINE_LABEL, RUN_LABEL, JobRefused, JobRequest, JobStatus
-from ctflow.training.environment import trainer_environment
+from ctflow.training.environment import lineage, trainer_environment
 
 from . import jobs
 from .retrain import retrain_hyperparameters
@@ -75,7 +76,7 @@ def launch(deps: Dependencies, run_id: str) -> bool:
     except Exception as exc:
         _give_back(deps, claimed, exc)
         raise
-    return _record(deps, claimed.run_id, status)
+    return _record(deps, claimed.run_id, status, _lineage(deps, claimed.pipeline))
 
 
 def _take_lease(deps: Dependencies, run_id: str) -> Launch | None:
@@ -93,7 +94,7 @@ def _take_lease(deps: Dependencies, run_id: str) -> Launch | None:
             run.id,
             run.pipeline,
             dict(run.hyperparameters),
-            (run.dataset or {}).get("uri"),
+            run.dataset["uri"] if run.dataset else None,
             run.trigger.get("event_id"),
             retrain,
         )
@@ -138,12 +139,17 @@ def _start(deps: Dependencies, launch: Launch) -> JobStatus:
     return deps.training.launch(JobRequest(launch.run_id, launch.pipeline, spec.training, env, labels))
 
 
-def _record(deps: Dependencies, run_id: str, status: JobStatus) -> bool:
+def _lineage(deps: Dependencies, pipeline: str) -> Lineage:
+    spec = deps.pipelines.get(pipeline)
+    return lineage(deps.settings, spec.training.image) if spec is not None else {}
+
+
+def _record(deps: Dependencies, run_id: str, status: JobStatus, code: Lineage) -> bool:
     with service_work(deps, JOB_LAUNCHER, "record-launch") as ctx:
         run = runs.get(ctx.tx, run_id, for_update=True)
         if run is None or "job_id" in jobs.job_of(run):
             return False
-        jobs.update_job(run, **jobs.status_fields(status, deps.training), launched_at=jobs.now())
+        jobs.update_job(run, **jobs.status_fields(status, deps.training), launched_at=jobs.now(), lineage=code)
         leases.forget(ctx.tx, lease_name(run_id))
         ctx.emit(
             events.run_event(

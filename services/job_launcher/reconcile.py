@@ -17,15 +17,12 @@ even when the report went straight to the completion-handler (embedded mode).
 from __future__ import annotations
 
 import logging
-from typing import Any
-
-from sqlalchemy import select
 
 from ctflow import states
 from ctflow.deps import Dependencies
 from ctflow.handling import service_work
 from ctflow.ledger import runs
-from ctflow.ledger.tables import Run
+from ctflow.ledger.records import JobRecord
 from ctflow.topology import JOB_LAUNCHER
 from ctflow.training import JobStatus
 
@@ -41,10 +38,8 @@ def reconcile_jobs(deps: Dependencies) -> dict[str, int]:
     with deps.ledger.transaction() as tx:
         # Runs in `training`, and any run whose job has not ended (the completion-handler may
         # have moved the run on while the job record still says running).
-        found = {run.id: run for run in tx.scalars(select(Run).where(Run.state == states.TRAINING))}
-        found.update((run.id, run) for run in tx.scalars(select(Run).where(Run.job["state"].as_string().in_(ACTIVE))))
-        watched = [(run.id, run.pipeline, run.state, jobs.job_of(run)) for run in found.values()]
-        waiting = list(tx.scalars(select(Run.pipeline).where(Run.state == states.QUEUED).distinct()))
+        watched = [(run.id, run.pipeline, run.state, run.job) for run in runs.with_live_jobs(tx, ACTIVE) if run.job]
+        waiting = runs.pipelines_with(tx, states.QUEUED)
     launching = [
         run_id for run_id, _, state, job in watched if state == states.TRAINING and job.get("state") == jobs.LAUNCHING
     ]
@@ -65,7 +60,7 @@ def reconcile_jobs(deps: Dependencies) -> dict[str, int]:
     return report
 
 
-def _watch(deps: Dependencies, run_id: str, pipeline: str, state: str, job: dict[str, Any]) -> bool:
+def _watch(deps: Dependencies, run_id: str, pipeline: str, state: str, job: JobRecord) -> bool:
     """Refresh one job from its backend; True when this tick emitted its training.completed."""
     if not jobs.ended(job):
         job = _refresh(deps, run_id, job)
@@ -89,7 +84,7 @@ def _watch(deps: Dependencies, run_id: str, pipeline: str, state: str, job: dict
     return True
 
 
-def _refresh(deps: Dependencies, run_id: str, job: dict[str, Any]) -> dict[str, Any]:
+def _refresh(deps: Dependencies, run_id: str, job: JobRecord) -> JobRecord:
     try:
         status = deps.training.status(job["job_id"])
     except KeyError:
@@ -107,4 +102,4 @@ def _refresh(deps: Dependencies, run_id: str, job: dict[str, Any]) -> dict[str, 
         if run is None:
             return job
         jobs.update_job(run, **fields)
-        return jobs.job_of(run)
+        return run.job or job

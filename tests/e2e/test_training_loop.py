@@ -4,15 +4,18 @@ reconcile interval and the next request still trains."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 
+from ctflow.settings import REPO_ROOT
 from tests.e2e.conftest import RECONCILE_INTERVAL_SECONDS, ctflow
 from tests.support import trainer_pids, wait_for
 
@@ -67,6 +70,10 @@ def test_drop_is_registered_within_60s_and_poor_hyperparameters_are_rejected(sta
     assert version.tags["ctflow.manifest_sha256"] == dropped["manifest_sha256"]
     assert version.tags["ctflow.dataset_generation"] == run["dataset"]["generation"]
     assert version.tags["ctflow.job_id"] == job["job_id"]
+    # Lineage of an embedded run: this checkout's commit and the package's version, on the run and the version.
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    assert job["lineage"]["git_sha"] == head.stdout.strip() == version.tags["ctflow.git_sha"]
+    assert job["lineage"]["code_version"] == importlib.metadata.version("ctflow") == version.tags["ctflow.code_version"]
     assert json.loads(version.tags["ctflow.hyperparameters"])["lr"] == 0.003
 
     # What the deployer does on promotion; then a poor model must not beat it.

@@ -109,6 +109,8 @@ def test_three_concurrent_deliveries_start_one_vertex_custom_job(deps, consumer,
     is asked for exactly one CustomJob, labelled with the run, and reconcile polls its state."""
     from tests.fakes.vertex_server import fake_vertex
 
+    digest = "sha256:" + "ab" * 32
+    deps.settings.images = {"trainer": f"us-docker.pkg.dev/ctflow-test/ctflow/trainer@{digest}"}  # skaffold's
     with fake_vertex(tmp_path / "vertex", buckets={"ctflow-data": tmp_path / "gcs"}) as fake:
         on_vertex = _on_fake_vertex(deps, fake, tmp_path)
         run_id = _request(consumer, QUICK, "m-vertex")
@@ -118,6 +120,10 @@ def test_three_concurrent_deliveries_start_one_vertex_custom_job(deps, consumer,
         assert created["labels"]["ctflow-run-id"] == run_id
         job = _run(deps, run_id).job
         assert job["backend"] == "vertex"
+        # Lineage: the trainer image's digest, recorded on the run and given to the trainer to tag its MLflow run.
+        assert job["lineage"]["image_digest"] == digest and job["lineage"]["trainer_image"].endswith(digest)
+        env = {e["name"]: e["value"] for e in created["jobSpec"]["workerPoolSpecs"][0]["containerSpec"]["env"]}
+        assert env["CTFLOW_IMAGE_DIGEST"] == digest and env["CTFLOW_CODE_VERSION"] == job["lineage"]["code_version"]
         assert job["job_id"].startswith("projects/ctflow-test/locations/us-central1/customJobs/")
         assert job["output_uri"].rstrip("/") == f"gs://ctflow-data/runs/{run_id}"
         assert _emitted(deps, events.TRAINING_STARTED, run_id) == [f"training-started-{run_id}"]

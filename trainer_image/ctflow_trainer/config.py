@@ -118,6 +118,7 @@ class JobConfig:
     mlflow_run_id: str | None  # set by `mlflow run` (MLflow Projects): use that run
     trigger_event_id: str | None
     traceparent: str | None
+    code_version: str | None  # the ctflow release that launched the job
     git_sha: str | None
     image_digest: str | None
     job_id: str | None
@@ -149,6 +150,7 @@ class JobConfig:
             mlflow_run_id=get("MLFLOW_RUN_ID"),
             trigger_event_id=get("CTFLOW_TRIGGER_EVENT_ID"),
             traceparent=get("CTFLOW_TRACEPARENT"),
+            code_version=get("CTFLOW_CODE_VERSION"),
             git_sha=get("CTFLOW_GIT_SHA"),
             image_digest=get("CTFLOW_IMAGE_DIGEST"),
             job_id=get("CTFLOW_JOB_ID") or get("CLOUD_ML_JOB_ID"),

@@ -46,6 +46,7 @@ class Tracker:
             "run_id": c.run_id,
             "pipeline": c.pipeline,
             "trigger_event_id": c.trigger_event_id,
+            "code_version": c.code_version,
             "git_sha": c.git_sha,
             "image_digest": c.image_digest,
             "job_id": c.job_id,

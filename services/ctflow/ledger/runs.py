@@ -9,6 +9,7 @@ before they read.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -126,3 +127,26 @@ def listing(session: Session, *, pipeline: str | None = None, state: str | None 
     if state:
         query = query.where(Run.state == state)
     return list(session.scalars(query.order_by(Run.created_at.desc(), Run.id).limit(limit)))
+
+
+def with_live_jobs(session: Session, job_states: Sequence[str]) -> list[Run]:
+    """Runs in `training`, and any run whose job is in one of `job_states` (not ended): the
+    completion-handler may have moved a run on while its job record still says running."""
+    write_deferred(session)
+    training = select(Run).where(Run.state == states.TRAINING)
+    live = select(Run).where(Run.job["state"].as_string().in_(job_states))
+    found = {run.id: run for run in session.scalars(training)}
+    found.update((run.id, run) for run in session.scalars(live))
+    return list(found.values())
+
+
+def pipelines_with(session: Session, state: str) -> list[str]:
+    """The pipelines that have a run in `state`."""
+    write_deferred(session)
+    return list(session.scalars(select(Run.pipeline).where(Run.state == state).distinct()))
+
+
+def ids_in(session: Session, state: str, *, limit: int) -> list[str]:
+    """Ids of runs in `state`, the longest untouched first."""
+    write_deferred(session)
+    return list(session.scalars(select(Run.id).where(Run.state == state).order_by(Run.updated_at).limit(limit)))

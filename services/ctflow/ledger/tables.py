@@ -21,6 +21,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from .records import DatasetRef, EvaluationRecord, JobRecord, Trigger
+
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -47,7 +49,15 @@ class UtcDateTime(TypeDecorator[datetime]):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: UtcDateTime()}
+    type_annotation_map = {
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        datetime: UtcDateTime(),
+        Trigger: JSON,
+        DatasetRef: JSON,
+        JobRecord: JSON,
+        EvaluationRecord: JSON,
+    }
 
 
 class InboxEntry(Base):
@@ -70,17 +80,17 @@ class Run(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
     pipeline: Mapped[str] = mapped_column(String(128))
     state: Mapped[str] = mapped_column(String(24), index=True)
-    trigger: Mapped[dict[str, Any]]
+    trigger: Mapped[Trigger]
     dataset_version: Mapped[str | None] = mapped_column(String(256))
-    dataset: Mapped[dict[str, Any] | None]
+    dataset: Mapped[DatasetRef | None]
     hyperparameters: Mapped[dict[str, Any]]
     trace_id: Mapped[str] = mapped_column(String(32))
     reason: Mapped[str | None] = mapped_column(Text)
-    job: Mapped[dict[str, Any] | None]
+    job: Mapped[JobRecord | None]
     mlflow_run_id: Mapped[str | None] = mapped_column(String(64))
     model_version: Mapped[str | None] = mapped_column(String(32))
     metrics: Mapped[dict[str, Any] | None]
-    evaluation: Mapped[dict[str, Any] | None]
+    evaluation: Mapped[EvaluationRecord | None]
     rollout_id: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

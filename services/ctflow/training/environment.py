@@ -11,11 +11,13 @@ The backend adds its own part: `AIP_MODEL_DIR`/`AIP_CHECKPOINT_DIR` and the job 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import json
 import subprocess
 from typing import TYPE_CHECKING, Any
 
 from ..events import traceparent_for
+from ..ledger.records import Lineage
 from ..settings import REPO_ROOT
 
 if TYPE_CHECKING:
@@ -43,12 +45,37 @@ def trainer_environment(
         "MLFLOW_TRACKING_URI": settings.tracking_uri,
         "MLFLOW_EXPERIMENT_NAME": pipeline,
     }
+    code = lineage(settings, image)
     optional = {
         "CTFLOW_REPORT_URI": report_uri,
-        "CTFLOW_GIT_SHA": git_sha(),
-        "CTFLOW_IMAGE_DIGEST": image_digest(settings.images.get(image, "")),
+        "CTFLOW_GIT_SHA": code.get("git_sha"),
+        "CTFLOW_IMAGE_DIGEST": code.get("image_digest"),
+        "CTFLOW_CODE_VERSION": code.get("code_version"),
     }
     return {**env, **{k: v for k, v in optional.items() if v}}
+
+
+def lineage(settings: Settings, image: str) -> Lineage:
+    """Which code a job of `image` runs: this package's version, the checkout's commit (embedded)
+    and, on Google Cloud, the trainer image skaffold built, with its digest when pinned by one."""
+    found: Lineage = {}
+    if version := code_version():
+        found["code_version"] = version
+    if sha := git_sha():
+        found["git_sha"] = sha
+    if reference := settings.images.get(image):
+        found["trainer_image"] = reference
+        if digest := image_digest(reference):
+            found["image_digest"] = digest
+    return found
+
+
+@functools.cache
+def code_version() -> str | None:
+    try:
+        return importlib.metadata.version("ctflow")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def image_digest(reference: str) -> str | None:
