@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ctflow import states
@@ -65,21 +64,11 @@ def claim(ctx: HandlerContext, run: Run, detail: dict[str, Any]) -> None:
 
 
 def busy_slots(tx: Session, pipeline: str) -> int:
-    training = tx.scalars(select(Run).where(Run.pipeline == pipeline, Run.state == states.TRAINING))
-    return sum(1 for run in training if jobs.holds_slot(run))
+    return sum(1 for run in runs.of_pipeline(tx, pipeline, states.TRAINING) if jobs.holds_slot(run))
 
 
 def _queued(tx: Session, pipeline: str, limit: int | None = None) -> list[Run]:
-    if limit == 0:
-        return []
-    query = (
-        select(Run)
-        .where(Run.pipeline == pipeline, Run.state == states.QUEUED)
-        .order_by(Run.created_at, Run.id)
-        .limit(limit)
-        .with_for_update()
-    )
-    return list(tx.scalars(query))
+    return runs.of_pipeline(tx, pipeline, states.QUEUED, oldest_first=True, limit=limit, for_update=True)
 
 
 def _coalesce(ctx: HandlerContext, run: Run, detail: dict[str, Any]) -> None:

@@ -30,3 +30,13 @@ def test_only_the_ledger_package_asks_which_database_it_is():
     """PostgreSQL-or-SQLite choices (locks, inserts) stay behind the ledger's functions."""
     readers = set(_attribute_reads("dialect"))
     assert readers and all(path.startswith("ctflow/ledger/") for path in readers), readers
+
+
+def test_run_queries_live_in_the_ledger_package():
+    """Services ask ledger.runs for runs; no `select(Run ...)` of their own."""
+    outside = [
+        str(path.relative_to(SERVICES))
+        for path in SERVICES.rglob("*.py")
+        if "select(Run" in path.read_text() and not str(path.relative_to(SERVICES)).startswith("ctflow/ledger/")
+    ]
+    assert outside == []

@@ -150,3 +150,24 @@ def ids_in(session: Session, state: str, *, limit: int) -> list[str]:
     """Ids of runs in `state`, the longest untouched first."""
     write_deferred(session)
     return list(session.scalars(select(Run.id).where(Run.state == state).order_by(Run.updated_at).limit(limit)))
+
+
+def of_pipeline(
+    session: Session,
+    pipeline: str,
+    state: str,
+    *,
+    oldest_first: bool = False,
+    limit: int | None = None,
+    for_update: bool = False,
+) -> list[Run]:
+    """A pipeline's runs in `state` (oldest first: the order they wait in), row-locked when `for_update`."""
+    if limit == 0:
+        return []
+    write_deferred(session)
+    query = select(Run).where(Run.pipeline == pipeline, Run.state == state)
+    if oldest_first:
+        query = query.order_by(Run.created_at, Run.id)
+    if for_update:
+        query = query.with_for_update()
+    return list(session.scalars(query.limit(limit)))
