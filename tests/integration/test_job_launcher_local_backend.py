@@ -160,3 +160,40 @@ def _record(status: JobStatus) -> dict:
 
 def _wait_until_ended(backend: LocalProcessBackend, job_id: str) -> JobStatus:
     return wait_for(lambda: (s := backend.status(job_id)).ended and s, timeout=120, interval=0.1)
+
+
+def _children_of_this_process() -> dict[int, str]:
+    """pid -> state letter of every child process of this test process, from /proc."""
+    children = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            raw = stat.read_text()
+        except OSError:
+            continue
+        state, ppid = raw[raw.rindex(")") + 2 :].split()[:2]
+        if int(ppid) == os.getpid():
+            children[int(stat.parent.name)] = state
+    return children
+
+
+def test_twenty_finished_trainer_processes_leave_no_zombie(backend, settings, digits_folder):
+    """Trainer processes that end are reaped at once, whether or not anyone asks about their job, and their
+    exit status is still known afterwards (a stack that trains every hour for a month accumulates nothing)."""
+    quick = ["python", "-c", "import time; time.sleep(0.3)"]
+    started = [
+        backend.launch(request(settings, digits_folder, f"run-{n}", {}, entrypoint=quick)) for n in range(20)
+    ]
+    pids = {json.loads((Path(s.output_uri) / "job.json").read_text())["pid"] for s in started}
+    assert len(pids) == 20
+
+    def ended(pid: int) -> bool:  # gone, or a zombie waiting for its parent
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        return state == "Z"
+
+    wait_for(lambda: all(ended(pid) for pid in pids), timeout=60, interval=0.1)
+    wait_for(lambda: not (pids & set(_children_of_this_process())), timeout=5, interval=0.05)
+    assert [state for state in _children_of_this_process().values() if state == "Z"] == []
+    assert {backend.status(s.job_id).state for s in started} == {"succeeded"}

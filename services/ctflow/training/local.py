@@ -19,7 +19,6 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -28,12 +27,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..atomic import write_atomically
-from . import JobRequest, JobState, JobStatus, processes
+from ..supervisor import SUPERVISOR, is_alive, labelled_process, start_ticks
+from . import JobRequest, JobState, JobStatus
 
 if TYPE_CHECKING:
     from ..settings import Settings
 
 JOB_FILE = "job.json"
+JOB_ID_VARIABLE = "CTFLOW_JOB_ID"  # the job's label in its environment: how a restarted stack adopts it
 CANCEL_GRACE_SECONDS = 5.0  # after SIGTERM, this long until SIGKILL
 START_TIMEOUT_SECONDS = 30.0  # a job recorded this long ago with no process never started
 STDERR_TAIL_LINES = 5
@@ -79,7 +80,7 @@ class LocalProcessBackend:
         env = {
             **inherited,
             **request.env,
-            "CTFLOW_JOB_ID": job_id,
+            JOB_ID_VARIABLE: job_id,
             "AIP_MODEL_DIR": str(folder / "model"),
             "AIP_CHECKPOINT_DIR": str(folder / "checkpoints"),
         }
@@ -94,21 +95,8 @@ class LocalProcessBackend:
         }
         _write_record(folder, record)  # before the process exists: a crash now leaves a findable trace
         with (folder / "stdout.log").open("ab") as out, (folder / "stderr.log").open("ab") as err:
-            child = subprocess.Popen(
-                argv,
-                cwd=folder,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-                close_fds=True,
-            )
-        processes.CHILDREN[child.pid] = child
-        _write_record(
-            folder,
-            {**record, "pid": child.pid, "start_ticks": processes.start_ticks(child.pid), "started_at": time.time()},
-        )
+            pid = SUPERVISOR.start(argv, cwd=folder, env=env, stdout=out, stderr=err)
+        _write_record(folder, {**record, "pid": pid, "start_ticks": start_ticks(pid), "started_at": time.time()})
 
     def status(self, job_id: str) -> JobStatus:
         return self._status(self._folder(job_id))
@@ -120,7 +108,7 @@ class LocalProcessBackend:
             if "exit" in record or not self._alive(record):
                 return
             _write_record(folder, {**record, "cancelled": {"reason": "cancelled", "at": time.time()}})
-            processes.signal_group(record["pid"], signal.SIGTERM)
+            SUPERVISOR.stop(record["pid"])
 
     # ---- job folders --------------------------------------------------------------------
 
@@ -163,12 +151,12 @@ class LocalProcessBackend:
 
     def _observe(self, folder: Path, record: dict[str, Any]) -> dict[str, Any]:
         """Refresh a job not known to have ended: adopt, reap, time out or escalate a cancel."""
-        if "pid" not in record and (pid := processes.labelled_process(record["job_id"])) is not None:
-            record = {**record, "pid": pid, "start_ticks": processes.start_ticks(pid), "started_at": time.time()}
+        if "pid" not in record and (pid := labelled_process(JOB_ID_VARIABLE, record["job_id"])) is not None:
+            record = {**record, "pid": pid, "start_ticks": start_ticks(pid), "started_at": time.time()}
             _write_record(folder, record)  # the launcher stopped between starting and recording it
         if "pid" not in record and time.time() - record["created_at"] < START_TIMEOUT_SECONDS:
             return record  # another process may be starting it right now
-        ours, code = processes.child_exit(record["pid"]) if "pid" in record else (False, None)
+        ours, code = SUPERVISOR.exit_status(record["pid"]) if "pid" in record else (False, None)
         if "pid" not in record:
             exit_info: dict[str, Any] = {"returncode": None, "never_started": True}
         elif code is not None:
@@ -180,7 +168,7 @@ class LocalProcessBackend:
             return record
         record = {**record, "exit": {**exit_info, "ended_at": time.time()}}
         _write_record(folder, record)
-        processes.CHILDREN.pop(record.get("pid", -1), None)
+        SUPERVISOR.forget(record.get("pid", -1))
         return record
 
     def _enforce_deadlines(self, folder: Path, record: dict[str, Any]) -> None:
@@ -188,14 +176,13 @@ class LocalProcessBackend:
         if cancelled is None and now - record["started_at"] > record["timeout_seconds"]:
             reason = f"timed out after {record['timeout_seconds']} s"
             _write_record(folder, {**record, "cancelled": {"reason": reason, "at": now, "timeout": True}})
-            processes.signal_group(record["pid"], signal.SIGTERM)
+            SUPERVISOR.stop(record["pid"])
         elif cancelled is not None and now - cancelled["at"] > CANCEL_GRACE_SECONDS:
-            processes.signal_group(record["pid"], signal.SIGKILL)
+            SUPERVISOR.stop(record["pid"], graceful=False)
 
     @staticmethod
     def _alive(record: dict[str, Any]) -> bool:
-        stat = processes.proc_stat(record["pid"]) if "pid" in record else None
-        return stat is not None and stat[0] != "Z" and stat[1] == record.get("start_ticks")
+        return "pid" in record and is_alive(record["pid"], record.get("start_ticks"))
 
 
 def _as_status(folder: Path, record: dict[str, Any]) -> JobStatus:
