@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from ctflow.deps import Dependencies
+from ctflow.reconciling import step
 from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import COMPLETION_HANDLER
 
@@ -16,7 +17,7 @@ def finish_evaluations(deps: Dependencies) -> dict[str, Any]:
     return finish_stuck(deps)
 
 
-RECONCILERS = (*CORE_RECONCILERS, finish_evaluations)
+RECONCILERS = (*CORE_RECONCILERS, step(finish_evaluations))
 
 
 def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:

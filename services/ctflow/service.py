@@ -21,6 +21,7 @@ from starlette.routing import Route
 
 from . import logs
 from .auth import Unauthorized
+from .reconciling import ReconcileStep, run_due, step
 from .refs import load_ref
 from .topology import handlers_for
 from .warmup import Warmup
@@ -35,7 +36,6 @@ REPLAY_HEADER = "ctflow-replay-of"
 MAX_BODY = 32 * 1024 * 1024  # what a dead letter keeps; Cloud Run caps requests at 32 MiB anyway
 
 DepsFactory = Callable[[], "Dependencies"]
-Reconciler = Callable[["Dependencies"], dict]
 
 
 def relay_outbox(deps: Dependencies) -> dict:
@@ -54,7 +54,7 @@ def forget_settled_failures(deps: Dependencies) -> dict:
 
 
 # What every event-handling service does on a reconcile tick.
-CORE_RECONCILERS: tuple[Reconciler, ...] = (relay_outbox, forget_settled_failures)
+CORE_RECONCILERS: tuple[ReconcileStep, ...] = (step(relay_outbox), step(forget_settled_failures))
 
 
 def handler_table(service: str) -> dict[str, Handler | Handling]:
@@ -93,7 +93,7 @@ def create_service(
     takes_events: bool = True,
     handlers: Mapping[str, Handler | Handling] | None = None,
     routers: Sequence[APIRouter] = (),
-    reconcilers: Sequence[Reconciler] = CORE_RECONCILERS,
+    reconcilers: Sequence[ReconcileStep] = CORE_RECONCILERS,
     deps_factory: DepsFactory | None = None,
 ) -> FastAPI:
     """A service's app. One that `takes_events` receives them at POST / and hands each to its
@@ -176,10 +176,8 @@ def create_service(
         if isinstance(ready, JSONResponse):
             return ready
         deps, _ = ready
-        report: dict = {}
-        for step in reconcilers:
-            report.update(await run_in_threadpool(step, deps))
-        return JSONResponse(report)
+        report = await run_in_threadpool(run_due, deps, reconcilers)
+        return JSONResponse(report, status_code=500 if "failed" in report else 200)
 
     for router in routers:
         app.include_router(router)

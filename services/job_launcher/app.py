@@ -5,6 +5,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from ctflow.deps import Dependencies
+from ctflow.reconciling import step
 from ctflow.service import CORE_RECONCILERS, DepsFactory, create_service
 from ctflow.topology import JOB_LAUNCHER
 
@@ -16,7 +17,7 @@ def reconcile_jobs(deps: Dependencies) -> dict[str, Any]:
     return step(deps)
 
 
-RECONCILERS = (*CORE_RECONCILERS, reconcile_jobs)
+RECONCILERS = (*CORE_RECONCILERS, step(reconcile_jobs))
 
 
 def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:

@@ -2,12 +2,13 @@
 
 from fastapi import FastAPI
 
-from ctflow.service import DepsFactory, Reconciler, create_service
+from ctflow.reconciling import ReconcileStep
+from ctflow.service import DepsFactory, create_service
 from ctflow.topology import STATUS_API
 
 from . import dead_letters, runs
 
-RECONCILERS: tuple[Reconciler, ...] = ()
+RECONCILERS: tuple[ReconcileStep, ...] = ()
 
 
 def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:

@@ -180,9 +180,7 @@ def test_twenty_finished_trainer_processes_leave_no_zombie(backend, settings, di
     """Trainer processes that end are reaped at once, whether or not anyone asks about their job, and their
     exit status is still known afterwards (a stack that trains every hour for a month accumulates nothing)."""
     quick = ["python", "-c", "import time; time.sleep(0.3)"]
-    started = [
-        backend.launch(request(settings, digits_folder, f"run-{n}", {}, entrypoint=quick)) for n in range(20)
-    ]
+    started = [backend.launch(request(settings, digits_folder, f"run-{n}", {}, entrypoint=quick)) for n in range(20)]
     pids = {json.loads((Path(s.output_uri) / "job.json").read_text())["pid"] for s in started}
     assert len(pids) == 20
 

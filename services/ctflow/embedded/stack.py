@@ -12,6 +12,7 @@ import asyncio
 import importlib
 import json
 import logging
+import math
 import socket
 import threading
 from collections.abc import Callable
@@ -24,7 +25,7 @@ from .. import bootstrap, logs, states
 from ..atomic import write_atomically
 from ..deps import Dependencies
 from ..ledger import runs
-from ..service import Reconciler
+from ..reconciling import ReconcileStep, run_due, shortest_interval
 from ..settings import Settings
 from ..topology import SERVICES
 from .dispatcher import Dispatcher
@@ -102,7 +103,7 @@ class EmbeddedStack:
         self.deps = deps = bootstrap.build(self.settings, on_publish=wake.set)
         self._prepare_pipelines(deps)
         self.dispatcher = Dispatcher(deps.ledger, self.settings, self.urls, wake)
-        reconcilers: list[Reconciler] = []
+        reconcilers: list[ReconcileStep] = []
         for name in self.services:
             module = importlib.import_module(SERVICE_MODULES[name])
             app = module.create_app(deps_factory=lambda: deps)
@@ -157,13 +158,12 @@ class EmbeddedStack:
                 raise RuntimeError("embedded services did not start")
             time.sleep(0.02)
 
-    def _reconcile_loop(self, stop: threading.Event, reconcilers: list) -> None:
-        while not stop.wait(self.settings.reconcile_interval_seconds):
-            for step in reconcilers:
-                try:
-                    step(self.deps)
-                except Exception:  # noqa: BLE001 - next tick tries again
-                    log.exception("reconcile step %s failed", getattr(step, "__name__", step))
+    def _reconcile_loop(self, stop: threading.Event, steps: list[ReconcileStep]) -> None:
+        """Tick as Cloud Scheduler would, as often as the most eager step asks; each step runs when due."""
+        deps = self.dependencies
+        tick = min(self.settings.reconcile_interval_seconds, shortest_interval(steps, self.settings) or math.inf)
+        while not stop.wait(tick):
+            run_due(deps, steps)
 
     def runs_still_training(self) -> list[str]:
         """Runs whose trainer process is (or may be) running: it goes on after the stack stops,
