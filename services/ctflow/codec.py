@@ -138,7 +138,33 @@ def to_http_binary(event: Event) -> tuple[dict[str, str], bytes]:
     return dict(message.headers), message.body
 
 
+_REQUIRED = ("id", "source", "type", "specversion")
+
+
+def _check_required(headers: Mapping[str, str], body: bytes) -> None:
+    """Refuse what the CloudEvents SDK would make up or choke on: it gives an event without an id a
+    random one (so every redelivery would be a new event), and raises AttributeError on a
+    structured-mode body that is JSON but not an object."""
+    if f"{CE_PREFIX}specversion" in headers:  # binary mode: the attributes are headers
+        present = {name for name in _REQUIRED if str(headers.get(f"{CE_PREFIX}{name}", "")).strip()}
+    else:  # structured mode: the attributes are members of the JSON object
+        doc = parse_json(body, "structured-mode CloudEvent")
+        if not isinstance(doc, dict):
+            raise MalformedRequest(f"a structured-mode CloudEvent is a JSON object, not {_json_kind(doc)}")
+        present = {name for name in _REQUIRED if isinstance(doc.get(name), str) and doc[name].strip()}
+    missing = [name for name in _REQUIRED if name not in present]
+    if missing:
+        raise MalformedRequest(f"CloudEvent lacks required attribute(s): {', '.join(missing)}")
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {list: "an array", str: "a string", bool: "a boolean"}.get(type(value), "a number")
+
+
 def _from_cloudevent_http(headers: dict[str, str], body: bytes) -> Event:
+    _check_required(headers, body)
     try:
         ce = from_http(HTTPMessage(headers=headers, body=body), _FORMAT)
     except (BaseCloudEventException, ValueError, TypeError, KeyError) as exc:
