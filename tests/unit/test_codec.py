@@ -66,7 +66,7 @@ def test_plain_pushed_message_becomes_message_published_event():
         ({}, b"[]", "neither a CloudEvent"),
         ({}, json.dumps({"message": {"data": "***", "messageId": "1"}}).encode(), "base64"),
         ({}, json.dumps({"message": {"data": ""}}).encode(), "messageId"),
-        ({"ce-specversion": "1.0", "ce-type": "t", "ce-id": "1"}, b"{}", "invalid CloudEvent"),
+        ({"ce-specversion": "1.0", "ce-type": "t", "ce-id": "1"}, b"{}", "lacks required attribute\(s\): source"),
         (
             {},
             json.dumps(
