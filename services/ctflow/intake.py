@@ -158,9 +158,9 @@ class Intake:
         """Decode the request and find its handler (no I/O); a refusal says why it cannot be handled."""
         limit = self.deps.settings.max_request_bytes
         if len(body) > limit:
-            return _Refusal.unparsed(
-                headers, body, f"request body is {len(body)} bytes, over the {limit}-byte limit", replay_of
-            )
+            declared = dead_letters.declared_size(headers)
+            size = f"{declared} bytes" if declared is not None else f"more than {limit} bytes"
+            return _Refusal.unparsed(headers, body, f"request body is {size}, over the {limit}-byte limit", replay_of)
         try:
             event = decode_request(headers, body)
         except MalformedRequest as exc:
@@ -312,7 +312,9 @@ class Intake:
                     event_id=event.id,
                     event_type=event_type,
                     reason=reason,
-                    request=dead_letters.stored_request(routed.headers, routed.body),
+                    request=dead_letters.stored_request(
+                        routed.headers, routed.body, limit=self.deps.settings.max_request_bytes
+                    ),
                 ).id
         log.warning(
             "dead-lettered %s from %s: %s", event.id, event.source, reason, extra=logs.fields(dead_letter_id=letter_id)

@@ -93,3 +93,45 @@ def test_a_value_the_database_refuses_is_a_dead_letter_not_a_retry(deps):
         assert [letter.event_id for letter in _letters(deps)] == ["long-run"]
     else:
         assert outcome.status == "processed"
+
+
+def test_reading_a_body_stops_just_past_the_limit():
+    """A 50 MiB body is read one chunk past the limit, no further."""
+    import asyncio
+
+    from starlette.requests import Request
+
+    from ctflow.service import read_body
+
+    handed = 0
+
+    async def receive() -> dict:
+        nonlocal handed
+        handed += 1
+        return {"type": "http.request", "body": b"x" * (1024 * 1024), "more_body": handed < 50}
+
+    request = Request({"type": "http", "method": "POST", "headers": []}, receive)
+    body = asyncio.run(read_body(request, 1024 * 1024))
+    assert len(body) == 1024 * 1024 + 1 and handed == 2
+
+
+def test_an_oversized_body_is_a_dead_letter_with_a_prefix_and_its_true_size(deps, listener):
+    """50 MiB over HTTP: rejected with the declared size, the letter keeps 64 KiB of it, a redelivery is a
+    duplicate, and listing letters loads no bodies."""
+    from sqlalchemy import inspect
+
+    from ctflow.ledger import dead_letters
+
+    body = b"{" + b" " * (50 * 1024 * 1024) + b"}"
+    headers = {"content-type": "application/cloudevents+json"}
+    answer = listener.post("/", content=body, headers=headers)
+    assert answer.status_code == 200 and answer.json()["status"] == "rejected"
+    assert f"request body is {len(body)} bytes, over the" in answer.json()["detail"]
+    assert listener.post("/", content=body, headers=headers).json()["status"] == "duplicate"
+    [letter] = _letters(deps)
+    stored = letter.request
+    assert (stored["size"], stored["size_known"], stored["truncated"]) == (len(body), True, True)
+    assert len(stored["body"]) == dead_letters.OVERSIZED_PREFIX
+    with deps.ledger.reading() as tx:
+        [listed] = dead_letters.listing(tx)
+        assert "request" in inspect(listed).unloaded

@@ -37,7 +37,7 @@ def create_publisher_app(bus: MessageBus, max_bytes: int) -> FastAPI:
             return JSONResponse(
                 {"error": f"unknown topic {topic!r}; publishable: {', '.join(PUBLISHABLE_TOPICS)}"}, status_code=404
             )
-        body = await read_body(request, max_bytes + 1)
+        body = await read_body(request, max_bytes)
         if len(body) > max_bytes:
             return JSONResponse({"error": f"event is over the {max_bytes}-byte limit"}, status_code=413)
         try:

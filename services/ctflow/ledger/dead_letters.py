@@ -8,17 +8,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from .tables import DeadLetter
 
-MAX_STORED_BODY = 32 * 1024 * 1024  # what a dead letter keeps of a body; Cloud Run caps requests at 32 MiB anyway
+# What a letter keeps of a body over the request limit: enough for a person to see what it
+# was (the limit itself is kept whole, so a letter of an acceptable request can be replayed).
+OVERSIZED_PREFIX = 64 * 1024
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization", "x-serverless-authorization"})
 
 
-def stored_request(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
-    """The request as kept in a dead letter: everything but credentials."""
-    kept = body[:MAX_STORED_BODY]
+def stored_request(headers: Mapping[str, str], body: bytes, *, limit: int | None = None) -> dict[str, Any]:
+    """The request as kept in a dead letter: everything but credentials.
+
+    A body over `limit` (read only up to just past it) keeps a prefix, with its true size
+    when the sender declared one (Content-Length).
+    """
+    oversized = limit is not None and len(body) > limit
+    kept = body[:OVERSIZED_PREFIX] if oversized else body
+    size = declared_size(headers) if oversized else None
     try:
         text, encoding = kept.decode("utf-8"), "utf-8"
     except UnicodeDecodeError:
@@ -27,9 +35,16 @@ def stored_request(headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
         "headers": {k.lower(): v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS},
         "body": text,
         "encoding": encoding,
-        "size": len(body),
-        "truncated": len(kept) < len(body),
+        "size": size if size is not None else len(body),
+        "size_known": not oversized or size is not None,
+        "truncated": len(kept) < (size if size is not None else len(body)),
     }
+
+
+def declared_size(headers: Mapping[str, str]) -> int | None:
+    """The Content-Length the sender declared, if any."""
+    value = next((v for k, v in headers.items() if k.lower() == "content-length"), "")
+    return int(value) if value.strip().isdigit() else None
 
 
 def request_body(stored: Mapping[str, Any]) -> bytes:
@@ -70,7 +85,7 @@ def get(session: Session, letter_id: str) -> DeadLetter | None:
 def listing(
     session: Session, *, consumer: str | None = None, status: str | None = None, limit: int = 100
 ) -> list[DeadLetter]:
-    query = select(DeadLetter)
+    query = select(DeadLetter).options(defer(DeadLetter.request))  # a listing shows no bodies: none are loaded
     if consumer:
         query = query.where(DeadLetter.consumer == consumer)
     if status:
