@@ -109,12 +109,15 @@ def parse_manifest(raw: bytes, *, max_bytes: int = MAX_MANIFEST_BYTES, max_files
     return Manifest(tuple(files), extra, hashlib.sha256(raw).hexdigest())
 
 
-def sha256_stream(stream: IO[bytes]) -> tuple[str, int]:
-    """Digest and byte count of a binary stream, read in bounded chunks."""
+def sha256_stream(stream: IO[bytes], *, limit: int | None = None) -> tuple[str, int]:
+    """Digest and byte count of a binary stream, read in bounded chunks; with `limit`, reading stops
+    once the stream has proved longer than that (the count is then `limit + 1`)."""
     digest, size = hashlib.sha256(), 0
-    while chunk := stream.read(_CHUNK):
+    while chunk := stream.read(_CHUNK if limit is None else min(_CHUNK, limit + 1 - size)):
         digest.update(chunk)
         size += len(chunk)
+        if limit is not None and size > limit:
+            break
     return digest.hexdigest(), size
 
 
@@ -127,9 +130,11 @@ def verify_files(manifest: Manifest, open_file: Callable[[str], IO[bytes]]) -> N
     for f in manifest.files:
         try:
             with open_file(f.path) as stream:
-                sha, size = sha256_stream(stream)
+                sha, size = sha256_stream(stream, limit=f.size)  # a far larger file is not read to its end
         except FileNotFoundError:
             raise ManifestError(f"file {f.path!r} is listed in the manifest but missing") from None
+        if size > f.size:
+            raise ManifestError(f"file {f.path!r} is more than the {f.size} bytes the manifest says")
         if size != f.size:
             raise ManifestError(f"file {f.path!r} is {size} bytes; the manifest says {f.size}")
         if sha != f.sha256:

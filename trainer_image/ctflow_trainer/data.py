@@ -11,11 +11,13 @@ the seed.
 from __future__ import annotations
 
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from ctflow.manifest import MARKER_NAME, Manifest, ManifestError, parse_manifest, verify_files
+from ctflow.manifest import MARKER_NAME, MAX_MANIFEST_BYTES, Manifest, ManifestError, parse_manifest, verify_files
+from ctflow.regular_files import NotARegularFile, open_regular
 from ctflow_trainer import uris
 
 TRAIN_FILE = "train.npz"
@@ -36,22 +38,44 @@ class Dataset:
 
 def load_verified_dataset(uri: str) -> Dataset:
     """Read the marker, verify every listed file, load `train.npz`; ManifestError if unsound."""
+    read = _reader(uri)
     try:
-        marker = uris.read_bytes(uris.join(uri, MARKER_NAME))
+        marker = read(MARKER_NAME, MAX_MANIFEST_BYTES)
     except FileNotFoundError:
         raise ManifestError(f"no {MARKER_NAME} at {uri}: the dataset version is not complete") from None
     manifest = parse_manifest(marker)
     if TRAIN_FILE not in {f.path for f in manifest.files}:
         raise ManifestError(f"the manifest at {uri} does not list {TRAIN_FILE}")
     contents: dict[str, bytes] = {}
+    sizes = {f.path: f.size for f in manifest.files}
 
     def open_file(path: str) -> io.BytesIO:
-        contents[path] = uris.read_bytes(uris.join(uri, path))
+        contents[path] = read(path, sizes[path])
         return io.BytesIO(contents[path])
 
     verify_files(manifest, open_file)
     x, y = _arrays(contents[TRAIN_FILE])
     return Dataset(uri=uri, manifest=manifest, x=x, y=y)
+
+
+def _reader(uri: str) -> Callable[[str, int], bytes]:
+    """`read(path, size)`: a file of the dataset version, at most `size + 1` bytes of it (enough to
+    prove it longer than its manifest says). A local folder counts only its regular files reached
+    without links, as the bucket does (ctflow.regular_files); a GCS object is bytes by nature."""
+    if uris.is_gcs(uri):
+        return lambda path, size: uris.read_bytes(uris.join(uri, path))
+    root = uris.local_path(uri)
+    if root.is_symlink():
+        raise ManifestError(f"the dataset version folder {uri} is a symbolic link, not a folder of the bucket")
+
+    def read(path: str, size: int) -> bytes:
+        try:
+            with open_regular(root, path) as stream:
+                return stream.read(size + 1)
+        except NotARegularFile as exc:
+            raise ManifestError(str(exc)) from None
+
+    return read
 
 
 def _arrays(npz: bytes) -> tuple[np.ndarray, np.ndarray]:

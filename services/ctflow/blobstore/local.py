@@ -8,6 +8,7 @@ from typing import IO
 
 from ..atomic import write_atomically
 from ..manifest import safe_relative_path
+from ..regular_files import open_regular, regular_file_stat
 from . import BlobInfo
 
 
@@ -20,7 +21,8 @@ class LocalFolderBlobStore:
         return self.root / safe_relative_path(name)
 
     def open(self, name: str) -> IO[bytes]:
-        return self._path(name).open("rb")
+        """Only a regular file reached without links counts as an object (ctflow.regular_files)."""
+        return open_regular(self.root, safe_relative_path(name))
 
     def read_bytes(self, name: str, *, max_bytes: int) -> bytes:
         with self.open(name) as f:
@@ -36,9 +38,8 @@ class LocalFolderBlobStore:
         return info
 
     def stat(self, name: str) -> BlobInfo | None:
-        try:
-            st = self._path(name).stat()
-        except FileNotFoundError:
+        st = regular_file_stat(self.root, safe_relative_path(name))
+        if st is None:
             return None
         return BlobInfo(name=name, size=st.st_size, generation=generation_of(st))
 

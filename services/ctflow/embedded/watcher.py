@@ -11,6 +11,7 @@ import hashlib
 import logging
 import mimetypes
 import os
+import stat
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,8 +63,10 @@ class BucketWatcher:
                     continue
                 path = Path(dirpath) / filename
                 try:
-                    st = path.stat()
+                    st = path.lstat()
                 except FileNotFoundError:
+                    continue
+                if not stat.S_ISREG(st.st_mode):  # a link, a FIFO, a device: never an object (regular_files)
                     continue
                 name = path.relative_to(self.root).as_posix()
                 generation = generation_of(st)
