@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ctflow import events
+from ctflow.blobstore import BlobStore
 from ctflow.contracts import PipelineSpec
 from ctflow.deps import Dependencies
 from ctflow.events import Event
@@ -57,6 +58,10 @@ def verify_drop(deps: Dependencies, event: Event) -> VerifiedDrop | Outcome:
         )
     version, folder = parts[0], f"{prefix}{parts[0]}/"
     blobs = deps.blobs
+    if obj["bucket"] != blobs.bucket:
+        raise Rejected(f"the event names bucket {obj['bucket']!r}; datasets are read from {blobs.bucket!r} only")
+    if (stale := _not_this_generation(blobs, name, obj["generation"])) is not None:
+        return stale
     try:
         raw = blobs.read_bytes(name, max_bytes=1024 * 1024)
         manifest = parse_manifest(raw, max_files=spec.dataset.max_files)
@@ -69,7 +74,24 @@ def verify_drop(deps: Dependencies, event: Event) -> VerifiedDrop | Outcome:
         raise Rejected(f"commit marker {name!r} no longer exists in bucket {obj['bucket']}") from None
     except (ManifestError, ValueError) as exc:
         raise Rejected(f"dataset {spec.name}/{version} is invalid: {exc}") from None
+    if (rewritten := _not_this_generation(blobs, name, obj["generation"])) is not None:
+        return rewritten  # the marker changed while it was read: what was read may be the newer one
     return VerifiedDrop(spec, obj, version, blobs.uri(folder), manifest)
+
+
+def _not_this_generation(blobs: BlobStore, name: str, generation: str) -> Outcome | None:
+    """None when the marker is at the event's generation. An event is trusted for nothing but which
+    object to look at: the object's own metadata decide (a stale or made-up generation starts no run)."""
+    current = blobs.stat(name)
+    if current is None:
+        raise Rejected(f"commit marker {name!r} does not exist in bucket {blobs.bucket}")
+    if current.generation == generation:
+        return None
+    return Outcome(
+        "ignored",
+        f"{name!r} is at generation {current.generation}, not {generation} as the event says: "
+        "the event is stale (that generation's own event does the work) or names a generation that never was",
+    )
 
 
 def on_object_finalized(ctx: HandlerContext) -> Outcome:

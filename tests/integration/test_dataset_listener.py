@@ -180,3 +180,20 @@ def test_a_redelivery_is_a_duplicate_without_reading_the_dataset_again(deps, lis
     held = HeldBucket(deps.blobs)  # never released: reading a file would fail the test
     answer = Intake("dataset-listener", handler_table("dataset-listener"), replace(deps, blobs=held)).receive(*request)
     assert answer.status == "duplicate" and not held.reading.is_set()
+
+
+def test_an_events_bucket_and_generation_are_checked_against_the_object(deps, listener, digits_folder):
+    """The event only says which object to look at: another bucket is refused, and a generation the marker
+    does not have (stale, or made up) starts no run; the object's own generation is what is recorded."""
+    _drop(deps, digits_folder)
+    headers, body = gcs_event_request(deps.settings.bucket_dir, MARKER, event_id="real")
+    assert listener.post("/", content=body, headers=headers).json()["status"] == "processed"
+
+    headers, body = gcs_event_request(deps.settings.bucket_dir, MARKER, event_id="other-gen", generation="12345")
+    answer = listener.post("/", content=body, headers=headers).json()
+    assert answer["status"] == "ignored" and "not 12345 as the event says" in answer["detail"]
+
+    headers, body = gcs_event_request(deps.settings.bucket_dir, MARKER, "someone-elses-bucket", event_id="bucket")
+    answer = listener.post("/", content=body, headers=headers).json()
+    assert answer["status"] == "rejected" and "datasets are read from 'local-bucket' only" in answer["detail"]
+    assert _count(deps, Run) == 1 and _count(deps, DeadLetter) == 1
