@@ -219,3 +219,21 @@ def stop(proc: subprocess.Popen) -> None:  # type: ignore[type-arg]
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+@contextmanager
+def replaying(deps: Any, letter_id: str) -> Iterator[None]:
+    """Hold a dead letter's replay lease as the status API does while it resends the letter (a service
+    honours the ctflow-replay-of marker only then)."""
+    from datetime import timedelta
+
+    from ctflow.ledger import dead_letters, leases
+
+    with deps.ledger.transaction() as tx:
+        lease = leases.claim(tx, dead_letters.replay_lease(letter_id), duration=timedelta(minutes=2))
+    assert lease is not None, f"dead letter {letter_id} is being replayed already"
+    try:
+        yield
+    finally:
+        with deps.ledger.transaction() as tx:
+            leases.forget(tx, lease.name)

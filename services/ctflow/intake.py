@@ -230,7 +230,7 @@ class Intake:
 
     def _handle_all(self, tx: Session, deliveries: list[_Delivery]) -> list[tuple[Outcome, HandlerContext | None]]:
         """Claim every delivery's inbox key in one statement, then run the handler of each new one, in order."""
-        letters = {place: self._reopen(tx, d.replay_of, *d.key) for place, d in enumerate(deliveries) if d.replay_of}
+        letters = {place: self._reopen(tx, d) for place, d in enumerate(deliveries) if d.replay_of}
         new = inbox.claim_many(tx, self.service, [(*d.key, d.event.type) for d in deliveries])
         return [
             self._handle(tx, delivery, letters.get(place)) if new[place] else (_duplicate(*delivery.key), None)
@@ -265,11 +265,22 @@ class Intake:
         except ValidationError as exc:
             raise Rejected(f"{event.type} data does not match its schema: {explain(exc)}") from None
 
-    def _reopen(self, tx: Session, letter_id: str, source: str, event_id: str) -> DeadLetter:
-        letter = dead_letters.get(tx, letter_id)
-        if letter is None or letter.consumer != self.service:
-            raise Rejected(f"dead letter {letter_id} does not exist for {self.service}")
-        inbox.release(tx, self.service, source, event_id)
+    def _replayed_letter(self, tx: Session, routed: _Delivery | _Refusal) -> DeadLetter | None:
+        """The dead letter this delivery genuinely replays (ledger.dead_letters.being_replayed), if any."""
+        if not routed.replay_of:
+            return None
+        letter = dead_letters.being_replayed(
+            tx, routed.replay_of, consumer=self.service, source=routed.event.source, event_id=routed.event.id
+        )
+        if letter is None:
+            log.warning("ignored a replay marker for dead letter %s: no such replay is under way", routed.replay_of)
+        return letter
+
+    def _reopen(self, tx: Session, delivery: _Delivery) -> DeadLetter | None:
+        """Forget a genuinely replayed event's inbox row so it is handled afresh."""
+        letter = self._replayed_letter(tx, delivery)
+        if letter is not None:
+            inbox.release(tx, self.service, *delivery.key)
         return letter
 
     def _failed(self, delivery: _Delivery, error: Exception) -> Outcome:
@@ -295,11 +306,11 @@ class Intake:
 
     def _reject(self, routed: _Delivery | _Refusal, reason: str) -> Outcome:
         """Keep the request as a dead letter with the reason (a replay's letter gets the new reason)."""
-        event, replay_of, (source, event_id) = routed.event, routed.replay_of, routed.key
+        event, (source, event_id) = routed.event, routed.key
         event_type = None if event.type == UNPARSED_TYPE else event.type
         with self.deps.ledger.transaction() as tx:
             failures.clear(tx, self.service, source, event_id)
-            if replay_of and (letter := dead_letters.get(tx, replay_of)) is not None:
+            if (letter := self._replayed_letter(tx, routed)) is not None:
                 letter.reason, letter.replays = reason, letter.replays + 1
                 letter_id = letter.id
             elif not inbox.claim(tx, self.service, source, event_id, event_type or "unknown", "rejected"):

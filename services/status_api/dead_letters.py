@@ -62,7 +62,30 @@ async def replay(letter_id: str, deps: DepsDep) -> dict:
     url = deps.settings.service_urls.get(consumer)
     if not url:
         raise HTTPException(503, f"no URL configured for service {consumer!r} (CTFLOW_SERVICE_URLS)")
-    return await run_in_threadpool(_resend, deps, url, letter_id, consumer, request)
+    return await run_in_threadpool(_replay_once, deps, url, letter_id, consumer, request)
+
+
+def _replay_once(deps: Dependencies, url: str, letter_id: str, consumer: str, request: dict) -> dict:
+    """Resend under the letter's replay lease: concurrent replays of one letter are refused, not raced,
+    and the service honours the replay marker only while this lease is held (ledger.dead_letters)."""
+    from datetime import timedelta
+
+    from ctflow.ledger import dead_letters, leases
+
+    with deps.ledger.transaction() as tx:
+        letter = dead_letters.get(tx, letter_id)
+        if letter is None or letter.status != "open":
+            raise HTTPException(409, f"dead letter {letter_id} was already replayed")
+        lease = leases.claim(
+            tx, dead_letters.replay_lease(letter_id), duration=timedelta(seconds=dead_letters.REPLAY_SECONDS)
+        )
+    if lease is None:
+        raise HTTPException(409, f"dead letter {letter_id} is being replayed right now")
+    try:
+        return _resend(deps, url, letter_id, consumer, request)
+    finally:
+        with deps.ledger.transaction() as tx:
+            leases.forget(tx, lease.name)
 
 
 def _resend(deps: Dependencies, url: str, letter_id: str, consumer: str, request: dict) -> dict:

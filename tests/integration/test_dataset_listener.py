@@ -15,7 +15,7 @@ from ctflow.intake import Intake
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
 from ctflow.service import handler_table
-from tests.support import gcs_event_request, serving
+from tests.support import gcs_event_request, replaying, serving
 
 MARKER = "datasets/digits/v1/_MANIFEST.json"
 
@@ -92,7 +92,8 @@ def test_checksum_mismatch_is_dead_lettered_then_replayed_after_fix(deps, listen
     assert _count(deps, DeadLetter) == 1
 
     data_file.write_bytes(good)
-    replayed = listener.post("/", content=body, headers={**headers, "ctflow-replay-of": letter_id}).json()
+    with replaying(deps, letter_id):
+        replayed = listener.post("/", content=body, headers={**headers, "ctflow-replay-of": letter_id}).json()
     assert replayed["status"] == "processed"
     with deps.ledger.transaction() as tx:
         letter = tx.get(DeadLetter, letter_id)

@@ -13,7 +13,7 @@ from ctflow.codec import to_http_binary
 from ctflow.dataset_drop import drop_folder
 from ctflow.events import PUBSUB_MESSAGE_PUBLISHED, Event
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
-from tests.support import gcs_event_request, push_request, serving
+from tests.support import gcs_event_request, push_request, replaying, serving
 
 SWEEP = {
     "pipeline": "digits",
@@ -160,13 +160,15 @@ def test_unknown_pipeline_replays_once_the_spec_exists(deps, consumer, listener,
         spec.replace("name: digits\n", "name: digits-wide\n").replace("datasets/digits/", "datasets/digits-wide/")
     )
     replay_headers = {**headers, "ctflow-replay-of": letter_id}
-    still_bad = consumer.post("/", content=body, headers=replay_headers).json()
+    with replaying(deps, letter_id):
+        still_bad = consumer.post("/", content=body, headers=replay_headers).json()
     assert still_bad["status"] == "rejected" and "no dataset version of pipeline digits-wide" in still_bad["detail"]
 
     drop_folder(deps.settings.bucket_dir / "datasets/digits/v1", deps.pipelines.get("digits-wide"), deps.blobs, "w1")
     h, b = gcs_event_request(deps.settings.bucket_dir, "datasets/digits-wide/w1/_MANIFEST.json")
     assert listener.post("/", content=b, headers=h).json()["status"] == "processed"
-    replayed = consumer.post("/", content=body, headers=replay_headers).json()
+    with replaying(deps, letter_id):
+        replayed = consumer.post("/", content=body, headers=replay_headers).json()
     assert replayed["status"] == "processed" and len(replayed["run_ids"]) == 1
     with deps.ledger.transaction() as tx:
         letter = tx.get(DeadLetter, letter_id)

@@ -19,7 +19,7 @@ from ctflow.intake import Intake
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, DeliveryFailure, Run
 from ctflow.service import forget_settled_failures
-from tests.support import push_request
+from tests.support import push_request, replaying
 
 EVENT_TYPE = "test.failing.v1"
 
@@ -78,7 +78,8 @@ def test_an_event_failing_every_time_is_a_dead_letter_with_the_error_after_the_l
 
     assert intake.receive(*_request("healthy")).status == "processed"  # others were never affected
     handler.failing.clear()  # the cause is fixed
-    replayed = intake.receive(headers, body, replay_of=letter.id)
+    with replaying(deps, letter.id):
+        replayed = intake.receive(headers, body, replay_of=letter.id)
     assert replayed.status == "processed" and _run_ids(deps) == {"healthy", "poison"}
 
 

@@ -91,3 +91,26 @@ def listing(
     if status:
         query = query.where(DeadLetter.status == status)
     return list(session.scalars(query.order_by(DeadLetter.created_at.desc()).limit(limit)))
+
+
+REPLAY_SECONDS = 120  # how long the status API holds a letter's replay lease (its resend times out at 60 s)
+
+
+def replay_lease(letter_id: str) -> str:
+    """The lease the status API holds while it sends a letter back: one replay of a letter at a time."""
+    return f"replay:{letter_id}"
+
+
+def being_replayed(session: Session, letter_id: str, *, consumer: str, source: str, event_id: str) -> DeadLetter | None:
+    """The letter a delivery marked `ctflow-replay-of: letter_id` replays, if that is what it really is:
+    an open letter of this consumer, for this very event, whose replay the status API is making now.
+    A marker that fails any of these is not trusted (the delivery is handled as any other)."""
+    from . import leases
+
+    letter = get(session, letter_id)
+    if letter is None or letter.consumer != consumer or letter.status != "open":
+        return None
+    if (letter.source, letter.event_id) != (source, event_id):
+        return None
+    held = leases.state(session, replay_lease(letter_id))
+    return letter if held is not None and held.held else None
