@@ -9,18 +9,18 @@ in torch and mlflow.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from ctflow.deps import Dependencies
 from ctflow.ledger.records import EvaluationRecord
 from ctflow.registry import TAG_PREFIX, ModelRegistry, ModelVersionRef, NotFound, TrainingRun
+from ctflow.scratch import scratch_dir
 
 from . import registration
 from .evaluation import EvaluationError, Holdout, ModelMetrics, load_holdout, measure, read_config
 from .gate import Champion, Verdict, judge
-from .lease import EvaluationTask
+from .lease import LEASE, EvaluationTask
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,9 @@ def assess(deps: Dependencies, task: EvaluationTask) -> Assessment:
     registry = deps.registry
     training = _training_run(registry, task)
     champion_ref = registry.champion(task.pipeline)
-    with tempfile.TemporaryDirectory(prefix="ctflow-evaluation-") as tmp:
+    # Under the home: a process killed mid-evaluation leaves its model copies where the next evaluation
+    # removes them (once older than the lease, so never a live evaluation's).
+    with scratch_dir(deps.settings.home, "evaluation", stale_after=LEASE) as tmp:
         challenger_dir, challenger = _measure(
             registry, training.model_files_uri, Path(tmp, "challenger"), holdout, "the challenger"
         )

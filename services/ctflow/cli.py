@@ -85,13 +85,17 @@ def _embedded_settings(args: argparse.Namespace) -> ClientSettings:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .embedded.stack import EmbeddedStack
+    from .embedded.stack import EmbeddedStack, HomeInUse
 
     settings = _embedded_settings(args)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with EmbeddedStack(settings, port_base=args.port_base) as stack:
+    try:
+        stack = EmbeddedStack(settings, port_base=args.port_base)
+    except HomeInUse as exc:
+        sys.exit(f"ctflow up: {exc}")
+    with stack:
         print(json.dumps(stack.endpoints(), indent=2), flush=True)
         stop.wait()
         training = stack.runs_still_training()
@@ -106,18 +110,25 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
+    from .embedded.stack import HomeInUse
 
-    return run_demo(_embedded_settings(args), timeout=args.timeout)
+    try:
+        return run_demo(_embedded_settings(args), timeout=args.timeout)
+    except HomeInUse as exc:
+        sys.exit(f"ctflow demo: {exc}")
 
 
 def cmd_drop(args: argparse.Namespace) -> int:
     from . import bootstrap
     from .dataset_drop import drop_folder
-    from .pipelines import PipelineCatalog
+    from .pipelines import PipelineCatalog, PipelineError
 
     settings = _settings(args)
     pipelines = PipelineCatalog(settings.pipelines_dir)
-    spec = pipelines.get(args.pipeline)
+    try:
+        spec = pipelines.get(args.pipeline)
+    except PipelineError as exc:  # a spec in the folder does not load: say which and why
+        sys.exit(f"ctflow: the pipeline specs in {settings.pipelines_dir} do not load: {exc}")
     if spec is None:
         sys.exit(f"ctflow: unknown pipeline {args.pipeline!r} (known: {', '.join(pipelines.all())})")
     try:

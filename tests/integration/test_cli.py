@@ -67,3 +67,27 @@ def test_a_setting_that_cannot_be_read_is_named(tmp_path: Path):
     )
     assert done.returncode == 1 and "CTFLOW_MAX_SWEEP_POINTS: Input should be a valid integer" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_drop_with_a_broken_pipeline_spec_says_which_and_why(tmp_path: Path, pipelines_dir: Path, digits_folder):
+    """A spec that does not load is named with its problem, never a traceback."""
+    (pipelines_dir / "broken.yaml").write_text("name: broken\ndataset: [not, a, mapping]\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ctflow.cli",
+            "drop",
+            str(digits_folder),
+            "--pipeline",
+            "digits",
+            "--home",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "CTFLOW_PIPELINES_DIR": str(pipelines_dir)},
+    )
+    assert done.returncode == 1 and "do not load" in done.stderr and "broken.yaml" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr

@@ -46,7 +46,7 @@ _BOUNDS: dict[str, tuple[type[int] | type[float], float, float, bool]] = {
     "dropout": (float, 0.0, 0.9, False),
     "weight_decay": (float, 0.0, 0.1, False),
     "patience": (int, 1, 50, False),
-    "seed": (int, 0, math.inf, False),
+    "seed": (int, 0, 2**32 - 1, False),  # numpy and torch seeds are 32-bit
 }
 MODELS = ("mlp", "cnn")
 

@@ -9,15 +9,17 @@ folder tells clients where everything is; it is removed on a clean stop.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import importlib
 import json
 import logging
 import math
+import os
 import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import uvicorn
 
@@ -38,7 +40,8 @@ SERVICE_MODULES = {name: name.replace("-", "_") + ".app" for name in SERVICES}
 
 
 def bind_loopback(host: str, port: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    """A listening socket on `host` (an IPv4 or IPv6 loopback address, or localhost)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     sock.listen(2048)
@@ -56,17 +59,58 @@ def _server(app: Any) -> uvicorn.Server:
     )
 
 
+class HomeInUse(RuntimeError):
+    """Another embedded stack runs on this home."""
+
+
+class HomeLock:
+    """One embedded stack per home: an exclusive lock on `<home>/stack.lock`, held while the stack runs
+    (the kernel drops it when the process dies, so a killed stack never leaves the home locked)."""
+
+    def __init__(self, home: Path) -> None:
+        self.path = home / "stack.lock"
+        self._file: IO[str] | None = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise HomeInUse(
+                f"an embedded stack already runs on {self.path.parent} (pid {holder}); stop it first, "
+                "or give this one another home (--home)"
+            ) from None
+        handle.truncate(0)
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._file = handle
+
+    def release(self) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the file drops the lock
+            self._file = None
+
+
 class EmbeddedStack:
     def __init__(
         self, settings: Settings, *, port_base: int | None = None, services: tuple[str, ...] = SERVICES
     ) -> None:
         self.settings = settings
+        # First: a second stack on this home is refused before it binds a port or touches a file
+        # (stopping the first one would otherwise delete the second's endpoints.json).
+        self._home_lock = HomeLock(settings.home)
+        self._home_lock.acquire()
         self.services = [s for s in SERVICES if s in services]
         # The services' ports, then the bus endpoint's (consecutive from port_base when given).
         self._sockets = [
             bind_loopback(settings.host, port_base + i if port_base else 0) for i in range(len(self.services) + 1)
         ]
-        urls = [f"http://{settings.host}:{sock.getsockname()[1]}/" for sock in self._sockets]
+        netloc = f"[{settings.host}]" if ":" in settings.host else settings.host  # an IPv6 address in a URL
+        urls = [f"http://{netloc}:{sock.getsockname()[1]}/" for sock in self._sockets]
         self.urls, self.bus_url = dict(zip(self.services, urls, strict=False)), urls[-1]
         self.settings.service_urls = dict(self.urls)
         self.settings.bus_url = self.bus_url
@@ -181,12 +225,19 @@ class EmbeddedStack:
             self._loop_thread.join(timeout=10)
         for thread in self._threads:
             thread.join(timeout=10)
-        self.endpoints_file.unlink(missing_ok=True)
+        for sock in self._sockets:
+            sock.close()
+        self.endpoints_file.unlink(missing_ok=True)  # ours: no other stack runs on this home
         if self.deps:
             self.deps.ledger.dispose()
+        self._home_lock.release()
 
     def __enter__(self) -> EmbeddedStack:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # what did start is stopped, the sockets closed and the home lock released
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

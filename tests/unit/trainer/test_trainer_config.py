@@ -91,3 +91,19 @@ def test_unknown_command_line_arguments_are_refused() -> None:
     """Only hyperparameter flags are accepted on the command line."""
     with pytest.raises(ConfigError, match="--data"):
         parse_overrides(["--data", "x"])
+
+
+def test_the_digits_spec_and_the_trainer_bound_every_hyperparameter_alike():
+    """What the hparam-consumer accepts (the spec's schema) is what the trainer accepts: a value the
+    spec lets through cannot fail the job later (a seed beyond 32 bits did)."""
+    from ctflow.pipelines import load_spec
+    from ctflow.settings import REPO_ROOT
+    from ctflow_trainer.config import _BOUNDS, MODELS
+
+    schema = load_spec(REPO_ROOT / "deploy" / "pipelines" / "digits.yaml").hyperparameters.schema_["properties"]
+    assert set(schema) == {*_BOUNDS, "model"} and schema["model"]["enum"] == list(MODELS)
+    for name, (kind, low, high, exclusive) in _BOUNDS.items():
+        declared = schema[name]
+        assert declared["type"] == ("integer" if kind is int else "number"), name
+        assert declared.get("exclusiveMinimum" if exclusive else "minimum") == low, name
+        assert declared["maximum"] == high, name
