@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from ctflow.codec import to_http_binary
 from ctflow.dataset_drop import drop_folder
 from ctflow.events import PUBSUB_MESSAGE_PUBLISHED, Event
+from ctflow.ledger import dead_letters
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
 from tests.support import gcs_event_request, push_request, replaying, serving
 
@@ -140,14 +141,16 @@ def test_a_bad_message_arriving_by_push_and_by_eventarc_is_one_dead_letter(deps,
         ({"content-type": "application/json"}, b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
     ],
 )
-def test_malformed_unknown_and_oversized_requests_are_kept_whole(deps, consumer, headers, body, expected):
-    """Never a 5xx: malformed JSON, unknown types and bodies over 1 MiB are dead letters with the full body."""
+def test_malformed_unknown_and_oversized_requests_are_kept(deps, consumer, headers, body, expected):
+    """Never a 5xx: malformed JSON, unknown types and bodies over 1 MiB are dead letters, with the full body
+    (an oversized one: its first 64 KiB and its size)."""
     response = consumer.post("/", content=body, headers=headers)
     assert response.status_code == 200 and response.json()["status"] == "rejected"
     assert expected in response.json()["detail"]
     with deps.ledger.transaction() as tx:
         letter = tx.get(DeadLetter, response.json()["dead_letter_id"])
-        assert letter.request["size"] == len(body) and len(letter.request["body"]) == len(body)
+        kept = min(len(body), dead_letters.OVERSIZED_PREFIX) if len(body) > 1024 * 1024 else len(body)
+        assert letter.request["size"] == len(body) and len(letter.request["body"]) == kept
         assert tx.scalar(select(func.count()).select_from(DeadLetter)) == 1
 
 
