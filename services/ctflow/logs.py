@@ -28,9 +28,12 @@ def bind(**fields: str | None) -> Iterator[None]:
 
 
 class CloudLoggingFormatter(logging.Formatter):
-    def __init__(self, project: str | None = None) -> None:
+    """`context`: fields every line carries, whatever thread logs it (a trainer process's run and trace)."""
+
+    def __init__(self, project: str | None = None, context: dict[str, str] | None = None) -> None:
         super().__init__()
         self.project = project
+        self.context = {k: v for k, v in (context or {}).items() if v}
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
@@ -39,7 +42,7 @@ class CloudLoggingFormatter(logging.Formatter):
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "logger": record.name,
         }
-        ctx = dict(_context.get({}))
+        ctx = {**self.context, **_context.get({})}
         trace_id = ctx.pop("trace_id", None)
         if trace_id:
             entry["logging.googleapis.com/trace"] = (

@@ -26,7 +26,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
 
 def run_job(env: Mapping[str, str], argv: Sequence[str] = ()) -> int:
     run_id = env.get("CTFLOW_RUN_ID", "").strip() or None
-    log = configure_logging(run_id)
+    log = configure_logging(
+        run_id, traceparent=env.get("CTFLOW_TRACEPARENT") or None, project=env.get("CTFLOW_GCP_PROJECT") or None
+    )
     if run_id is None:
         log.error("CTFLOW_RUN_ID is not set: nothing to train and no run to report on")
         return 1

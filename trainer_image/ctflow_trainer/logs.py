@@ -1,52 +1,48 @@
 """JSON log lines on stderr, one object per line, as Cloud Logging reads them.
 
-Every line has `severity`, `message`, `run_id` and `time`; fields passed as
-`extra={"fields": {...}}` are merged in. Libraries that log (mlflow, urllib3, Python
-warnings) go through the same handler so stderr stays parseable line by line.
+The services' format (ctflow.logs.CloudLoggingFormatter): `severity`, `message`, `time`,
+`logger`, and on every line the job's `run_id` and its run's trace
+(`logging.googleapis.com/trace`, from CTFLOW_TRACEPARENT), so a trainer's lines join
+its run's trace. Fields passed as `extra={"fields": {...}}` are merged in. Libraries
+that log (mlflow, urllib3, Python warnings) go through the same handler so stderr stays
+parseable line by line.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import TextIO
+
+from ctflow.events import trace_id_of
+from ctflow.logs import CloudLoggingFormatter
 
 LOGGER_NAME = "ctflow_trainer"
 EPOCH_LINE_SECONDS = 5.0
 
 
-class JsonFormatter(logging.Formatter):
-    def __init__(self, run_id: str | None) -> None:
-        super().__init__()
-        self.run_id = run_id
-
-    def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "severity": record.levelname if record.levelname != "WARN" else "WARNING",
-            "message": record.getMessage(),
-            "run_id": self.run_id,
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "logger": record.name,
-        }
-        entry.update(getattr(record, "fields", {}))
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+def job_formatter(run_id: str | None, traceparent: str | None = None, project: str | None = None) -> logging.Formatter:
+    """The formatter of a job's lines: the services' one, with the run and its trace on every line."""
+    return CloudLoggingFormatter(project, context={"run_id": run_id or "", "trace_id": trace_id_of(traceparent) or ""})
 
 
 class _JsonHandler(logging.StreamHandler):
     """Marker class, so configuring twice (tests run jobs in-process) replaces, not stacks."""
 
 
-def configure_logging(run_id: str | None, stream: TextIO | None = None) -> logging.Logger:
+def configure_logging(
+    run_id: str | None,
+    stream: TextIO | None = None,
+    *,
+    traceparent: str | None = None,
+    project: str | None = None,
+) -> logging.Logger:
     """Send this package's INFO+ and everyone else's WARNING+ to stderr as JSON lines."""
     handler = _JsonHandler(stream or sys.stderr)
-    handler.setFormatter(JsonFormatter(run_id))
+    handler.setFormatter(job_formatter(run_id, traceparent, project))
     root = logging.getLogger()
     for old in [h for h in root.handlers if isinstance(h, _JsonHandler)]:
         root.removeHandler(old)

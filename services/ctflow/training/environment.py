@@ -48,6 +48,7 @@ def trainer_environment(
     code = lineage(settings, image)
     optional = {
         "CTFLOW_REPORT_URI": report_uri,
+        "CTFLOW_GCP_PROJECT": settings.gcp_project,  # the trainer's log lines name their trace in this project
         "CTFLOW_GIT_SHA": code.get("git_sha"),
         "CTFLOW_IMAGE_DIGEST": code.get("image_digest"),
         "CTFLOW_CODE_VERSION": code.get("code_version"),

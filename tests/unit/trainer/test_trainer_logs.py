@@ -11,14 +11,14 @@ import textwrap
 import uuid
 from pathlib import Path
 
-from ctflow_trainer.logs import EpochLines, JsonFormatter
+from ctflow_trainer.logs import EpochLines, job_formatter
 from tests.support import REPO_ROOT
 
 
 def _logger(stream: io.StringIO) -> logging.Logger:
     """A logger of its own writing JSON lines to `stream` (the process's logging set-up stays as it was)."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter("run-1"))
+    handler.setFormatter(job_formatter("run-1", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "proj"))
     log = logging.getLogger(f"test-{uuid.uuid4().hex}")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
@@ -41,6 +41,8 @@ def test_log_lines_are_json_with_the_run_id_and_the_fields():
         "run-1",
         {"val_loss": 0.25},
     )
+    # The run's trace, as the services' lines of the same run carry it (the trainer's own formatter dropped it).
+    assert line["logging.googleapis.com/trace"] == "projects/proj/traces/0af7651916cd43dd8448eb211c80319c"
 
 
 def test_short_epochs_log_the_first_the_last_and_one_line_per_interval():
