@@ -22,8 +22,8 @@ import httpx
 import pytest
 import uvicorn
 
-from ctflow.codec import to_http_binary
 from ctflow.embedded.watcher import finalized_event
+from ctflow.events import to_http_binary
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 REPO_ROOT = Path(__file__).resolve().parents[1]

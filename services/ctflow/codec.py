@@ -17,10 +17,9 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from cloudevents.core.bindings.http import HTTPMessage, from_http, to_binary
+from cloudevents.core.bindings.http import HTTPMessage, from_http
 from cloudevents.core.exceptions import BaseCloudEventException
 from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent
 
 from . import strict_json
 from .events import PUBSUB_MESSAGE_PUBLISHED, Event
@@ -103,13 +102,6 @@ def _pubsub_message(event: Event) -> dict[str, Any]:
     return message
 
 
-def to_pubsub(event: Event) -> tuple[bytes, dict[str, str]]:
-    """CloudEvents Pub/Sub binding, binary mode: JSON data plus `ce-` attributes."""
-    attributes = {f"{CE_PREFIX}{k}": v for k, v in event.attributes().items()}
-    attributes["content-type"] = "application/json"
-    return json.dumps(event.data, separators=(",", ":")).encode(), attributes
-
-
 def push_envelope(
     data: bytes, attributes: Mapping[str, str], message_id: str, publish_time: str, subscription: str
 ) -> bytes:
@@ -127,15 +119,6 @@ def push_envelope(
             "subscription": subscription,
         }
     ).encode()
-
-
-def to_http_binary(event: Event) -> tuple[dict[str, str], bytes]:
-    """CloudEvents HTTP binary mode, as Eventarc delivers."""
-    attrs: dict[str, Any] = {**event.attributes(), "datacontenttype": "application/json"}
-    if event.time:
-        attrs["time"] = datetime.fromisoformat(event.time.replace("Z", "+00:00"))
-    message = to_binary(CloudEvent(attrs, event.data), _FORMAT)
-    return dict(message.headers), message.body
 
 
 _REQUIRED = ("id", "source", "type", "specversion")

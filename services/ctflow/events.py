@@ -9,11 +9,13 @@ trace across services.
 from __future__ import annotations
 
 import hashlib
+import json
 import secrets
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import quote
 
 PREFIX = "ctflow"
 SOURCE_ROOT = "//ctflow"
@@ -81,6 +83,37 @@ class Event:
             attrs["time"] = self.time
         attrs.update(self.extensions)
         return attrs
+
+
+# Outbound encodings, one implementation for the services and the trainer (stdlib only). Inbound
+# requests are decoded by ctflow.codec (the CloudEvents SDK, plus what it does not check).
+DATA_CONTENT_TYPE = "application/json"
+# CloudEvents HTTP binding 3.1.3.2: printable ASCII but space, '"' and '%' go as is; the rest percent-encoded.
+_HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
+
+
+def json_data(event: Event) -> bytes:
+    return json.dumps(event.data, separators=(",", ":")).encode()
+
+
+def to_http_binary(event: Event) -> tuple[dict[str, str], bytes]:
+    """CloudEvents HTTP binary mode (as Eventarc delivers): `ce-` headers, JSON body."""
+    headers = {f"ce-{k}": quote(v, safe=_HEADER_SAFE) for k, v in event.attributes().items()}
+    headers["content-type"] = DATA_CONTENT_TYPE
+    return headers, json_data(event)
+
+
+def to_pubsub(event: Event) -> tuple[bytes, dict[str, str]]:
+    """CloudEvents Pub/Sub binding, binary mode: JSON data plus `ce-` attributes."""
+    attributes = {f"ce-{k}": v for k, v in event.attributes().items()}
+    attributes["content-type"] = DATA_CONTENT_TYPE
+    return json_data(event), attributes
+
+
+def to_structured(event: Event) -> bytes:
+    """Structured-mode JSON (how a trainer leaves its report as completion.json)."""
+    document = {**event.attributes(), "datacontenttype": DATA_CONTENT_TYPE, "data": event.data}
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 
 
 def now_iso() -> str:

@@ -30,8 +30,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from ctflow import states
-from ctflow.codec import decode_request, to_http_binary
-from ctflow.events import TRAINING_COMPLETED, run_event
+from ctflow.codec import decode_request
+from ctflow.events import TRAINING_COMPLETED, run_event, to_http_binary
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
 from ctflow.pipelines import PipelineCatalog

@@ -9,9 +9,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from ctflow import events
-from ctflow.codec import to_http_binary
 from ctflow.embedded.publisher import create_publisher_app
-from ctflow.events import Event
+from ctflow.events import Event, to_http_binary
 from ctflow.ledger.tables import BusDelivery, BusMessage
 
 REPORT = Event(

@@ -19,9 +19,8 @@ from sqlalchemy import select
 from ctflow.blobstore.gcs import GcsBlobStore
 from ctflow.bus.pubsub_bus import PubSubBus
 from ctflow.bus.relay import OutboxRelay
-from ctflow.codec import to_http_binary
 from ctflow.dataset_drop import drop_folder
-from ctflow.events import GCS_OBJECT_FINALIZED, Event
+from ctflow.events import GCS_OBJECT_FINALIZED, Event, to_http_binary
 from ctflow.ledger.tables import Run
 from tests.integration.emulators import gcs_emulator
 from tests.support import serving, wait_for

@@ -9,9 +9,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from ctflow.codec import to_http_binary
 from ctflow.dataset_drop import drop_folder
-from ctflow.events import PUBSUB_MESSAGE_PUBLISHED, Event
+from ctflow.events import PUBSUB_MESSAGE_PUBLISHED, Event, to_http_binary
 from ctflow.ledger import dead_letters
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run
 from tests.support import gcs_event_request, push_request, replaying, serving

@@ -14,8 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 from sqlalchemy import select
 
-from ctflow.codec import to_http_binary
-from ctflow.events import Event
+from ctflow.events import Event, to_http_binary
 from ctflow.handling import HandlerContext, Outcome, Rejected
 from ctflow.intake import Intake
 from ctflow.ledger import runs

@@ -12,8 +12,7 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from ctflow.codec import to_http_binary
-from ctflow.events import Event
+from ctflow.events import Event, to_http_binary
 from ctflow.handling import HandlerContext, Handling, Outcome
 from ctflow.intake import Intake
 from ctflow.ledger import runs

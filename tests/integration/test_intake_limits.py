@@ -11,8 +11,7 @@ import json
 
 from sqlalchemy import select
 
-from ctflow.codec import to_http_binary
-from ctflow.events import Event
+from ctflow.events import Event, to_http_binary
 from ctflow.handling import HandlerContext, Outcome
 from ctflow.intake import Intake
 from ctflow.ledger import runs

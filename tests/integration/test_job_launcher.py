@@ -20,8 +20,9 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from ctflow import bootstrap, events
-from ctflow.codec import push_envelope, to_pubsub
+from ctflow.codec import push_envelope
 from ctflow.dataset_drop import drop_folder
+from ctflow.events import to_pubsub
 from ctflow.handling import service_work
 from ctflow.ledger import runs
 from ctflow.ledger.tables import DeadLetter, OutboxMessage, Run

@@ -13,10 +13,8 @@ from ctflow.codec import (
     parse_json,
     pubsub_message_data,
     push_envelope,
-    to_http_binary,
-    to_pubsub,
 )
-from ctflow.events import PUBSUB_MESSAGE_PUBLISHED, run_event, trace_id_for
+from ctflow.events import PUBSUB_MESSAGE_PUBLISHED, run_event, to_http_binary, to_pubsub, trace_id_for
 
 EVENT = run_event("ctflow.training.requested.v1", "hparam-consumer", "digits-abc", {"run_id": "digits-abc"})
 

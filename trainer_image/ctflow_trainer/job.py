@@ -14,6 +14,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from ctflow.events import Event, to_structured
 from ctflow_trainer import report, uris
 from ctflow_trainer.config import ConfigError, JobConfig, parse_overrides
 from ctflow_trainer.logs import configure_logging
@@ -60,14 +61,12 @@ def run_job(env: Mapping[str, str], argv: Sequence[str] = ()) -> int:
     return 0 if outcome.status == "succeeded" else 1
 
 
-def _write_completion(
-    event: report.CompletionEvent, model_dir: str | None, checkpoint_dir: str | None, log: Any
-) -> None:
+def _write_completion(event: Event, model_dir: str | None, checkpoint_dir: str | None, log: Any) -> None:
     for folder in (model_dir, checkpoint_dir):
         if not folder:
             continue
         try:
-            uris.write_bytes(uris.join(folder, report.COMPLETION_FILE), event.structured(), "application/json")
+            uris.write_bytes(uris.join(folder, report.COMPLETION_FILE), to_structured(event), "application/json")
             return
         except Exception as exc:
             log.warning("cannot write %s into %s: %s", report.COMPLETION_FILE, folder, exc)

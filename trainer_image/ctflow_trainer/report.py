@@ -12,69 +12,46 @@ raised: the job's exit code reflects training, and reconcile reads completion.js
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote
 
-from ctflow.events import COMPLETION_FILE, TRAINER_SOURCE, TRAINING_COMPLETED, training_completed_id
+from ctflow.events import (
+    COMPLETION_FILE,
+    TRAINER_SOURCE,
+    TRAINING_COMPLETED,
+    Event,
+    to_http_binary,
+    to_pubsub,
+    training_completed_id,
+)
 from ctflow_trainer.logs import LOGGER_NAME
 
 log = logging.getLogger(LOGGER_NAME)
 EVENT_TYPE = TRAINING_COMPLETED
 EVENT_SOURCE = TRAINER_SOURCE
 _RETRYABLE_STATUS = {408, 429}
-# CloudEvents HTTP binding 3.1.3.2: printable ASCII except space, '"' and '%' go as is.
-_HEADER_SAFE = "".join(c for c in map(chr, range(0x21, 0x7F)) if c not in ' "%')
 
 
-@dataclass(frozen=True)
-class CompletionEvent:
-    attributes: dict[str, str]  # specversion, id, source, type, subject, time, datacontenttype[, traceparent]
-    data: dict[str, Any]
-
-    def structured(self) -> bytes:
-        """The event as structured-mode JSON (the completion.json format)."""
-        return (json.dumps({**self.attributes, "data": self.data}, indent=2, sort_keys=True) + "\n").encode()
-
-    def body(self) -> bytes:
-        return json.dumps(self.data, sort_keys=True).encode()
-
-    def http_headers(self) -> dict[str, str]:
-        """Binary-mode headers: `ce-<attribute>` for each attribute, Content-Type for the data."""
-        headers = {f"ce-{k}": quote(v, safe=_HEADER_SAFE) for k, v in self.attributes.items() if k != "datacontenttype"}
-        headers["content-type"] = self.attributes["datacontenttype"]
-        return headers
-
-    def pubsub_attributes(self) -> dict[str, str]:
-        attributes = {f"ce-{k}": v for k, v in self.attributes.items() if k != "datacontenttype"}
-        attributes["content-type"] = self.attributes["datacontenttype"]
-        return attributes
-
-
-def build_event(data: dict[str, Any], *, traceparent: str | None, now: datetime | None = None) -> CompletionEvent:
+def build_event(data: dict[str, Any], *, traceparent: str | None, now: datetime | None = None) -> Event:
+    """The report as a CloudEvent; encoded for files, HTTP and Pub/Sub by ctflow.events, as services' events are."""
     run_id = data["run_id"]
     stamp = (now or datetime.now(UTC)).astimezone(UTC).isoformat(timespec="milliseconds")
-    attributes = {
-        "specversion": "1.0",
-        "id": training_completed_id(run_id),
-        "source": EVENT_SOURCE,
-        "type": EVENT_TYPE,
-        "subject": run_id,
-        "time": stamp.replace("+00:00", "Z"),
-        "datacontenttype": "application/json",
-    }
-    if traceparent:
-        attributes["traceparent"] = traceparent
-    return CompletionEvent(attributes, data)
+    return Event(
+        type=EVENT_TYPE,
+        source=EVENT_SOURCE,
+        id=training_completed_id(run_id),
+        data=data,
+        subject=run_id,
+        time=stamp.replace("+00:00", "Z"),
+        extensions={"traceparent": traceparent} if traceparent else {},
+    )
 
 
 def deliver(
-    event: CompletionEvent,
+    event: Event,
     report_uri: str | None,
     *,
     deadline_seconds: float = 30.0,
@@ -101,7 +78,7 @@ def deliver(
 
 
 def _post(
-    event: CompletionEvent,
+    event: Event,
     url: str,
     deadline_seconds: float,
     sleep: Callable[[float], None],
@@ -114,11 +91,12 @@ def _post(
     while True:
         attempt += 1
         remaining = give_up_at - clock()
+        headers, body = to_http_binary(event)
         try:
             response = httpx.post(
                 url,
-                content=event.body(),
-                headers=event.http_headers(),
+                content=body,
+                headers=headers,
                 timeout=max(1.0, min(10.0, remaining)),
             )
             if response.is_success:
@@ -145,7 +123,7 @@ def _post(
         delay = min(delay * 2, 8.0)
 
 
-def _publish(event: CompletionEvent, topic: str, deadline_seconds: float, publisher: Any) -> bool:
+def _publish(event: Event, topic: str, deadline_seconds: float, publisher: Any) -> bool:
     parts = topic.split("/")
     if len(parts) != 4 or parts[0] != "projects" or parts[2] != "topics" or not all(parts):
         raise ValueError(f"pubsub report URI must be pubsub://projects/P/topics/T, got pubsub://{topic}")
@@ -153,7 +131,8 @@ def _publish(event: CompletionEvent, topic: str, deadline_seconds: float, publis
         from google.cloud.pubsub_v1 import PublisherClient  # only jobs that report to Pub/Sub pay for this import
 
         publisher = PublisherClient()
-    future = publisher.publish(topic, event.body(), **event.pubsub_attributes())
+    data, attributes = to_pubsub(event)
+    future = publisher.publish(topic, data, **attributes)
     message_id = future.result(timeout=deadline_seconds)
     log.info("completion report published", extra={"fields": {"topic": topic, "message_id": message_id}})
     return True

@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..bus import MessageBus
-from ..codec import MalformedRequest, decode_cloudevent, to_pubsub
+from ..codec import MalformedRequest, decode_cloudevent
+from ..events import to_pubsub
 from ..service import read_body
 from ..topology import EVENTS_TOPIC
 

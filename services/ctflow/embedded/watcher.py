@@ -18,8 +18,7 @@ from pathlib import Path
 
 from ..blobstore.local import generation_of
 from ..bus import MessageBus
-from ..codec import to_pubsub
-from ..events import GCS_OBJECT_FINALIZED, Event, now_iso
+from ..events import GCS_OBJECT_FINALIZED, Event, now_iso, to_pubsub
 from ..topology import STORAGE_TOPIC
 
 log = logging.getLogger(__name__)

@@ -18,8 +18,7 @@ from typing import Any
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.orm import Session
 
-from ..codec import to_pubsub
-from ..events import Event
+from ..events import Event, to_pubsub
 from .sql import execute, insert_many
 from .tables import OutboxMessage, table_of, utcnow
 

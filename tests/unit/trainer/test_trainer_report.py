@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from ctflow.events import to_http_binary, to_structured
 from ctflow_trainer.report import EVENT_SOURCE, EVENT_TYPE, build_event, deliver
 from tests.support import recording_server
 
@@ -21,7 +22,8 @@ def _event(run_id: str = "run-42", **data: object):  # type: ignore[no-untyped-d
 def test_event_attributes_follow_the_contract() -> None:
     """id is deterministic per run, subject is the run id, traceparent rides along."""
     event = _event()
-    assert event.attributes == {
+    document = json.loads(to_structured(event))  # completion.json
+    assert {k: v for k, v in document.items() if k != "data"} == {
         "specversion": "1.0",
         "id": "training-completed-run-42",
         "source": EVENT_SOURCE,
@@ -32,18 +34,18 @@ def test_event_attributes_follow_the_contract() -> None:
         "traceparent": TRACEPARENT,
     }
     assert EVENT_TYPE == "ctflow.training.completed.v1"
-    assert json.loads(event.structured())["data"]["run_id"] == "run-42"
+    assert document["data"]["run_id"] == "run-42"
 
 
 def test_traceparent_is_absent_when_not_given() -> None:
     """No CTFLOW_TRACEPARENT, no traceparent extension (not an empty one)."""
     event = build_event({"run_id": "r"}, traceparent=None)
-    assert "traceparent" not in event.attributes and "ce-traceparent" not in event.http_headers()
+    assert "traceparent" not in event.attributes() and "ce-traceparent" not in to_http_binary(event)[0]
 
 
 def test_http_headers_percent_encode_unsafe_characters() -> None:
     """Header values are encoded per the CloudEvents HTTP binding (space, quote, %, non-ASCII)."""
-    headers = _event(run_id='a b"%é').http_headers()
+    headers, _ = to_http_binary(_event(run_id='a b"%é'))
     assert headers["ce-subject"] == "a%20b%22%25%C3%A9"
     assert headers["content-type"] == "application/json"
     assert "ce-datacontenttype" not in headers
