@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from ctflow.deps import Dependencies
 from ctflow.service import REPLAY_HEADER
 
-from .deps import DepsDep, found, read_ledger
+from .deps import DepsDep, LedgerText, found, read_ledger
 from .views import dead_letter
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
@@ -25,7 +25,7 @@ router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 async def list_dead_letters(
     deps: DepsDep,
     status: Literal["open", "replayed"] | None = None,
-    consumer: str | None = None,
+    consumer: LedgerText | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict]:
     """Dead letters, newest first, with the reason each was rejected."""
@@ -41,7 +41,7 @@ async def list_dead_letters(
 
 
 @router.get("/{letter_id}")
-async def get_dead_letter(letter_id: str, deps: DepsDep) -> dict:
+async def get_dead_letter(letter_id: LedgerText, deps: DepsDep) -> dict:
     """One dead letter with the full request as it was received."""
     from ctflow.ledger import dead_letters
 
@@ -53,7 +53,7 @@ async def get_dead_letter(letter_id: str, deps: DepsDep) -> dict:
 
 
 @router.post("/{letter_id}/replay")
-async def replay(letter_id: str, deps: DepsDep) -> dict:
+async def replay(letter_id: LedgerText, deps: DepsDep) -> dict:
     """Send the stored request to its service again; the answer says whether it now went through."""
     letter = await get_dead_letter(letter_id, deps)
     if letter["status"] != "open":

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
 from fastapi import Depends, HTTPException
+from pydantic import AfterValidator
 from starlette.concurrency import run_in_threadpool
 
 from ctflow.service import dependencies
@@ -16,6 +17,17 @@ if TYPE_CHECKING:
     from ctflow.deps import Dependencies
 
 DepsDep = Annotated["Dependencies", Depends(dependencies)]
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise ValueError("contains a NUL character, which no id or name in the ledger holds")
+    return value
+
+
+# An id or name to look up: one with a NUL character is refused (422 with the reason) before the ledger
+# is asked, on every database alike (PostgreSQL cannot even compare such text; SQLite would answer 404).
+LedgerText = Annotated[str, AfterValidator(_no_nul)]
 T = TypeVar("T")
 
 

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from ctflow import states
 
-from .deps import DepsDep, found, read_ledger
+from .deps import DepsDep, LedgerText, found, read_ledger
 from .views import run_detail, run_summary
 
 router = APIRouter(prefix="/runs", tags=["runs"])
@@ -18,7 +18,7 @@ router = APIRouter(prefix="/runs", tags=["runs"])
 @router.get("")
 async def list_runs(
     deps: DepsDep,
-    pipeline: str | None = None,
+    pipeline: LedgerText | None = None,
     state: states.RunState | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict]:
@@ -32,7 +32,7 @@ async def list_runs(
 
 
 @router.get("/{run_id}")
-async def get_run(run_id: str, deps: DepsDep) -> dict:
+async def get_run(run_id: LedgerText, deps: DepsDep) -> dict:
     """One run: state, trigger, dataset, hyperparameters, job, model and the full event timeline."""
     from ctflow.ledger import runs
 
