@@ -47,7 +47,9 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
         authenticate=authenticate,
         invoker_headers=invoker_headers,
         make_training=make_training,
-        make_registry=_adapter("ctflow.registry:ModelRegistry", artifact_root=mlflow_artifact_root(settings)),
+        make_registry=_adapter(
+            "ctflow.registry.mlflow_registry:MlflowModelRegistry", artifact_root=mlflow_artifact_root(settings)
+        ),
         trainer_report_uri=trainer_report_uri(settings),
     )
 

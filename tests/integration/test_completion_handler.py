@@ -79,11 +79,11 @@ def trained_models(tmp_path_factory: pytest.TempPathFactory, digits_folder: Path
 @functools.cache
 def _train_once(home: Path, digits_folder: Path) -> Trained:
     """Two trainer processes side by side, into one MLflow store."""
-    from ctflow.registry import ModelRegistry
+    from ctflow.registry.mlflow_registry import MlflowModelRegistry
 
     home.mkdir()
     tracking = f"sqlite:///{home / 'mlflow.db'}"
-    ModelRegistry(
+    MlflowModelRegistry(
         Settings(home=home, mlflow_tracking_uri=tracking), artifact_root=home / "mlartifacts"
     ).ensure_experiment("digits")  # as `ctflow up`
     defaults = PipelineCatalog(REPO_ROOT / "deploy" / "pipelines").get("digits").hyperparameters.defaults

@@ -6,17 +6,18 @@ import sqlite3
 
 import pytest
 
-from ctflow.registry import AliasMoved, ModelRegistry, NotFound
+from ctflow.registry import AliasMoved, NotFound
+from ctflow.registry.mlflow_registry import MlflowModelRegistry
 from ctflow.settings import Settings
 from tests.integration.test_completion_handler import trained_models  # noqa: F401 - fixtures
 
 
 @pytest.fixture
-def registry(tmp_path, trained) -> ModelRegistry:  # type: ignore[no-untyped-def]
+def registry(tmp_path, trained) -> MlflowModelRegistry:  # type: ignore[no-untyped-def]
     """A registry over this test's copy of the trained runs' MLflow store."""
     with sqlite3.connect(trained.mlflow_db) as source, sqlite3.connect(tmp_path / "mlflow.db") as copy:
         source.backup(copy)
-    return ModelRegistry(Settings(home=tmp_path), artifact_root=tmp_path / "mlartifacts")
+    return MlflowModelRegistry(Settings(home=tmp_path), artifact_root=tmp_path / "mlartifacts")
 
 
 @pytest.fixture

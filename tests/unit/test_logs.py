@@ -15,12 +15,12 @@ SCRIPT = textwrap.dedent("""
     from pathlib import Path
     from ctflow import logs
     from ctflow.ledger import Ledger
-    from ctflow.registry import ModelRegistry
+    from ctflow.registry.mlflow_registry import MlflowModelRegistry
     from ctflow.settings import Settings
 
     logs.configure("hparam-consumer", "my-project")
     home = Path(sys.argv[1])
-    registry = ModelRegistry(Settings(home=home), artifact_root=home / "mlartifacts")
+    registry = MlflowModelRegistry(Settings(home=home), artifact_root=home / "mlartifacts")
     registry.ensure_experiment("digits")  # MLflow creates its tables, and says so
     Ledger(f"sqlite:///{home / 'ledger.db'}").migrate()
     logging.getLogger("alembic.runtime.migration").warning("a warning")  # MLflow takes Alembic's logger on import

@@ -1,4 +1,4 @@
-"""The MLflow port: experiments and runs, and the model registry with its aliases.
+"""The MLflow adapter of the registry port: experiments and runs, and the model registry with its aliases.
 
 One registered model per pipeline (named after it). A version carries its lineage as
 tags (`ctflow.run_id`, `ctflow.hyperparameters` as JSON, dataset generation and hash,
@@ -20,11 +20,10 @@ service's start-up path.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,28 +31,26 @@ import stamina
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from . import logs
+from .. import logs
+from . import (
+    CHAMPION,
+    RUN_TAG,
+    TAG_PREFIX,
+    AliasMoved,
+    ModelVersionRef,
+    NotFound,
+    TrainingRun,
+    model_name,
+)
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    from ..settings import Settings
 
 log = logging.getLogger(__name__)
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
-TAG_PREFIX = "ctflow."
-RUN_TAG = f"{TAG_PREFIX}run_id"
-MODEL_FILES_PATH = "model"  # where the trainer logs model.pt, state_dict.pt, model_config.json in its run
+
 # What MLflow answers for a run, model or alias that is not there (a malformed id names nothing either).
 _MISSING = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
-
-
-class NotFound(LookupError):
-    """The MLflow run, artifact or registered model asked for does not exist."""
-
-
-class AliasMoved(RuntimeError):
-    """Compare-and-swap refused: the alias no longer points where the caller expected."""
 
 
 def _transient(exc: Exception) -> bool:
@@ -63,40 +60,9 @@ def _transient(exc: Exception) -> bool:
 _retry_transient = stamina.retry(on=_transient, attempts=4, timeout=60)
 
 
-@dataclass(frozen=True)
-class ModelVersionRef:
-    name: str
-    version: str
-    source: str
-    run_id: str | None
-    tags: dict[str, str] = field(default_factory=dict)
+class MlflowModelRegistry:
+    """The registry port (ctflow.registry.ModelRegistry) on an MLflow tracking server or store."""
 
-    @property
-    def hyperparameters(self) -> dict[str, Any]:
-        raw = self.tags.get(f"{TAG_PREFIX}hyperparameters")
-        return json.loads(raw) if raw else {}
-
-
-@dataclass(frozen=True)
-class TrainingRun:
-    """An MLflow run as a training job left it."""
-
-    run_id: str
-    status: str
-    artifact_uri: str
-    tags: dict[str, str]
-
-    @property
-    def model_files_uri(self) -> str:
-        """The run's `model/` folder: TorchScript, state_dict and model_config.json."""
-        return f"{self.artifact_uri.rstrip('/')}/{MODEL_FILES_PATH}"
-
-
-def model_name(pipeline: str) -> str:
-    return pipeline
-
-
-class ModelRegistry:
     def __init__(self, settings: Settings, *, artifact_root: Path | None = None) -> None:
         self.tracking_uri = settings.tracking_uri
         self.artifact_root = artifact_root  # None: the tracking server chooses
