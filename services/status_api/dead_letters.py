@@ -6,17 +6,20 @@ dead letter's id; that service reprocesses it through its normal intake.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from fastapi import APIRouter, HTTPException, Query
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from ctflow.deps import Dependencies
 from ctflow.service import REPLAY_HEADER
 
 from .deps import DepsDep, LedgerText, found, read_ledger
 from .views import dead_letter
+
+if TYPE_CHECKING:  # not at start-up: the ledger's libraries load with the first request (cold start)
+    from sqlalchemy.orm import Session
+
+    from ctflow.deps import Dependencies
 
 router = APIRouter(prefix="/dead-letters", tags=["dead letters"])
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy.orm import Session
 
 from ctflow import states
 
 from .deps import DepsDep, LedgerText, found, read_ledger
 from .views import run_detail, run_summary
+
+if TYPE_CHECKING:  # not at start-up: the ledger's libraries load with the first request (cold start)
+    from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/runs", tags=["runs"])
 

@@ -102,3 +102,21 @@ def test_handlers_do_not_import_the_delivery_engine():
         if module.endswith(".handlers") or module == "ctflow.handling":
             assert "ctflow.intake" not in imports_of(module), module
             assert "ctflow.service" not in imports_of(module), module
+
+
+def test_no_service_imports_the_heavy_libraries_at_start_up():
+    """Cold start is a product feature on Cloud Run: importing a service's app loads no ledger (SQLAlchemy),
+    MLflow, torch or Google client; they load with the warm-up and the first request that needs them."""
+    import subprocess
+    import sys
+
+    from ctflow.topology import SERVICES
+
+    apps = ", ".join(f"{name.replace('-', '_')}.app" for name in SERVICES)
+    probe = (
+        f"import sys; import {apps}; "
+        "heavy = ('sqlalchemy', 'mlflow', 'torch', 'google.cloud.', 'google.auth', 'alembic', 'numpy'); "
+        "print(sorted({m for m in sys.modules if m.startswith(heavy)}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stdout.strip() == "[]", done.stdout
