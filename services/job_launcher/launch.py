@@ -108,7 +108,7 @@ def _with_hyperparameters(deps: Dependencies, launch: Launch) -> Launch:
     spec = deps.pipelines.get(launch.pipeline)
     if spec is None:
         raise LookupError(f"pipeline {launch.pipeline!r} has no spec any more")
-    hyperparameters, source = retrain_hyperparameters(deps, spec)
+    hyperparameters, source = retrain_hyperparameters(deps.registry, deps.pipelines, spec)
     with deps.ledger.transaction() as tx:
         run = runs.get(tx, launch.run_id, for_update=True)
         if run is None or not leases.holds(tx, launch.lease):

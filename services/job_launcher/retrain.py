@@ -10,17 +10,20 @@ from __future__ import annotations
 from typing import Any
 
 from ctflow.contracts import PipelineSpec
-from ctflow.deps import Dependencies
+from ctflow.pipelines import PipelineCatalog
+from ctflow.registry import ModelRegistry
 
 
-def retrain_hyperparameters(deps: Dependencies, spec: PipelineSpec) -> tuple[dict[str, Any], str]:
+def retrain_hyperparameters(
+    registry: ModelRegistry, pipelines: PipelineCatalog, spec: PipelineSpec
+) -> tuple[dict[str, Any], str]:
     """(hyperparameters, where they came from, in words shown on the run)."""
     defaults = dict(spec.hyperparameters.defaults)
-    champion = deps.registry.champion(spec.name)
+    champion = registry.champion(spec.name)
     if champion is None:
         return defaults, "spec defaults (no champion yet)"
     merged = {**defaults, **champion.hyperparameters}
-    problems = deps.pipelines.validator(spec).problems(merged)
+    problems = pipelines.validator(spec).problems(merged)
     if problems:
         return defaults, (
             f"spec defaults (champion v{champion.version}'s hyperparameters break the schema: {'; '.join(problems)})"
