@@ -2,19 +2,22 @@
 
 A location is a string: a plain path, a `file://` URI or `gs://bucket/prefix`. Local
 writes are atomic (temporary file, then rename), so a killed process never leaves a
-half-written checkpoint or report; a GCS upload is atomic by nature. The
-google-cloud-storage client is imported and built only when a `gs://` URI is used.
+half-written checkpoint or report (ctflow.atomic); a GCS upload is atomic by nature. GCS
+goes through the services' adapter (ctflow.blobstore.gcs), whose client is imported and
+built only when a `gs://` URI is used.
 """
 
 from __future__ import annotations
 
-import functools
 import io
-import os
 import shutil
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import unquote, urlsplit
+
+from ctflow.atomic import write_atomically
+from ctflow.blobstore import split_gs_uri
+from ctflow.blobstore.gcs import GcsBlobStore, store_for
 
 
 def is_gcs(uri: str) -> bool:
@@ -36,24 +39,12 @@ def join(base: str, name: str) -> str:
     return str(Path(base) / name)
 
 
-@functools.cache
-def _gcs_client() -> Any:
-    from google.cloud import storage  # only jobs that touch gs:// pay for this import
-
-    return storage.Client()
-
-
-def _blob(uri: str) -> Any:
-    bucket, _, name = uri[len("gs://") :].partition("/")
-    if not bucket or not name:
+def _gcs(uri: str) -> tuple[GcsBlobStore, str]:
+    """The bucket's store and the object name of a `gs://bucket/name` URI (ctflow.blobstore.gcs)."""
+    split = split_gs_uri(uri)
+    if split is None or not split[0] or not split[1]:
         raise ValueError(f"{uri!r} does not name an object (gs://bucket/path)")
-    return _gcs_client().bucket(bucket).blob(name)
-
-
-def _not_found() -> type[Exception]:
-    from google.api_core.exceptions import NotFound
-
-    return NotFound
+    return store_for(split[0]), split[1]
 
 
 def open_read(uri: str) -> IO[bytes]:
@@ -66,21 +57,17 @@ def open_read(uri: str) -> IO[bytes]:
 def read_bytes(uri: str) -> bytes:
     if not is_gcs(uri):
         return local_path(uri).read_bytes()
-    try:
-        return _blob(uri).download_as_bytes()
-    except _not_found():
-        raise FileNotFoundError(uri) from None
+    store, name = _gcs(uri)
+    with store.open(name) as stream:
+        return stream.read()
 
 
 def write_bytes(uri: str, data: bytes, content_type: str = "application/octet-stream") -> None:
     if is_gcs(uri):
-        _blob(uri).upload_from_string(data, content_type=content_type)
+        store, name = _gcs(uri)
+        store.write_bytes(name, data, content_type)
         return
-    path = local_path(uri)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomically(local_path(uri), data)
 
 
 def download(uri: str, dest: Path) -> None:
@@ -89,17 +76,16 @@ def download(uri: str, dest: Path) -> None:
     if not is_gcs(uri):
         shutil.copyfile(local_path(uri), dest)
         return
-    try:
-        _blob(uri).download_to_filename(str(dest))
-    except _not_found():
-        raise FileNotFoundError(uri) from None
+    store, name = _gcs(uri)
+    store.download_to(name, dest)
 
 
 def upload_dir(local_dir: Path, dest_uri: str) -> None:
     """Copy the files of a local folder (not recursive) into a folder URI."""
     for path in sorted(p for p in local_dir.iterdir() if p.is_file()):
         if is_gcs(dest_uri):
-            _blob(join(dest_uri, path.name)).upload_from_filename(str(path))
+            store, name = _gcs(join(dest_uri, path.name))
+            store.upload_file(name, path)
         else:
             write_bytes(join(dest_uri, path.name), path.read_bytes())
 
@@ -107,10 +93,8 @@ def upload_dir(local_dir: Path, dest_uri: str) -> None:
 def list_names(dir_uri: str) -> list[str]:
     """Names of the files directly inside a folder URI; empty when it does not exist."""
     if is_gcs(dir_uri):
-        bucket, _, prefix = dir_uri[len("gs://") :].partition("/")
-        prefix = prefix.rstrip("/") + "/" if prefix.strip("/") else ""
-        blobs = _gcs_client().list_blobs(bucket, prefix=prefix, delimiter="/")
-        return sorted(b.name[len(prefix) :] for b in blobs)
+        bucket, prefix = split_gs_uri(dir_uri) or ("", "")
+        return store_for(bucket).list_folder(prefix)
     path = local_path(dir_uri)
     return sorted(p.name for p in path.iterdir() if p.is_file()) if path.is_dir() else []
 
@@ -118,9 +102,7 @@ def list_names(dir_uri: str) -> list[str]:
 def delete(uri: str) -> None:
     """Remove a file or object; absent is fine."""
     if is_gcs(uri):
-        try:
-            _blob(uri).delete()
-        except _not_found():
-            pass
+        store, name = _gcs(uri)
+        store.delete(name)
         return
     local_path(uri).unlink(missing_ok=True)

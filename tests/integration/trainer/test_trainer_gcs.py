@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from ctflow.blobstore.gcs import shared_client
 from ctflow.manifest import MARKER_NAME
 from ctflow.sample_data import write_digits_dataset
 from ctflow_trainer import uris
@@ -22,9 +23,9 @@ def bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     with gcs_emulator(BUCKET) as url:
         monkeypatch.setenv("STORAGE_EMULATOR_HOST", url)
         monkeypatch.setenv("GOOGLE_CLOUD_PROJECT", "test")
-        uris._gcs_client.cache_clear()  # the client reads the emulator address when built
+        shared_client.cache_clear()  # the client reads the emulator address when built
         yield f"gs://{BUCKET}"
-    uris._gcs_client.cache_clear()
+    shared_client.cache_clear()
 
 
 def test_a_job_reads_and_writes_gcs(bucket: str, job_env: dict[str, str], tmp_path: Path) -> None:
