@@ -8,6 +8,7 @@ built by the warm-up (ctflow.warmup), which requests await.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -165,6 +166,12 @@ def create_service(
             except Exception:
                 log.exception("transient failure handling a delivery; asking the sender to retry")
                 return JSONResponse({"status": "retry"}, status_code=503)
+            except asyncio.CancelledError:
+                # The server is stopping and its grace period ran out (uvicorn cancels what is still
+                # running, and would answer 500). Whether or not the delivery committed, the sender
+                # retries a 503 and the inbox dedupes: the same answer as any transient failure.
+                log.warning("shutting down before a delivery was settled; asking the sender to retry")
+                return JSONResponse({"status": "retry", "detail": "service is shutting down"}, status_code=503)
             return JSONResponse(outcome.to_json())
 
         # A plain Starlette route: senders are machines, and FastAPI's per-request machinery
