@@ -79,13 +79,32 @@ class EvaluationSpec(Strict):
 
 
 class ServingSpec(Strict):
+    """Where a pipeline's model serves and how a new version's canary is stepped and judged (the rollout plan)."""
+
     service: Name
-    canary_steps: list[Annotated[int, Field(ge=1, le=100)]] = Field([10, 50, 100], min_length=1)
-    analysis_interval_seconds: float = Field(30, gt=0)
-    max_error_rate: float = Field(0.02, ge=0, le=1)
-    max_p95_latency_ms: float = Field(250, gt=0)
-    min_requests: int = Field(50, ge=0)
-    synthetic_traffic: bool = True
+    canary_steps: list[Annotated[int, Field(ge=1, le=100)]] = Field(
+        [10, 50, 100], min_length=1, description="Canary traffic percent at each step, increasing, the last 100."
+    )
+    analysis_interval_seconds: float = Field(30, gt=0, description="Length of one analysis window.")
+    warmup_seconds: float = Field(10, ge=0, description="Left out of analysis after every traffic change.")
+    min_requests: int = Field(50, ge=0, description="Canary requests a window needs to be judged.")
+    max_error_rate: float = Field(0.02, ge=0, le=1, description="Canary 5xx share, absolute.")
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1, description="Canary 5xx share minus stable's.")
+    max_p95_latency_ms: float = Field(250, gt=0, description="Canary p95 latency, absolute.")
+    max_p95_latency_ratio: float = Field(2.0, ge=1, description="Canary p95 over stable p95.")
+    failed_windows: int = Field(2, ge=1, description="Failed windows in a row that roll back.")
+    inconclusive_deadline_seconds: float = Field(
+        900, gt=0, description="How long a step may stay inconclusive (too little traffic) before `when_inconclusive`."
+    )
+    when_inconclusive: Literal["roll_back", "promote", "pause"] = "roll_back"
+    synthetic_traffic: bool = Field(True, description="Send holdout samples to the canary when live traffic is thin.")
+
+    @field_validator("canary_steps")
+    @classmethod
+    def _steps(cls, steps: list[int]) -> list[int]:
+        if any(later <= earlier for earlier, later in zip(steps, steps[1:], strict=False)) or steps[-1] != 100:
+            raise ValueError(f"canary_steps must increase and end at 100, got {steps}")
+        return steps
 
 
 class ScheduleSpec(Strict):
