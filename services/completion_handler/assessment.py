@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from ctflow.blobstore import BlobStore
+from ctflow.contracts import PipelineSpec
 from ctflow.deps import Dependencies
 from ctflow.ledger.records import EvaluationRecord
 from ctflow.registry import TAG_PREFIX, ModelRegistry, ModelVersionRef, NotFound, TrainingRun
@@ -52,13 +54,19 @@ def assess(deps: Dependencies, task: EvaluationTask) -> Assessment:
     spec = deps.pipelines.get(task.pipeline)
     if spec is None:
         raise EvaluationError(f"pipeline {task.pipeline!r} has no spec any more: no holdout or gate to apply")
-    holdout = load_holdout(spec.holdout, deps.blobs)
-    registry = deps.registry
+    return assess_with(task, spec, blobs=deps.blobs, registry=deps.registry, home=deps.settings.home)
+
+
+def assess_with(
+    task: EvaluationTask, spec: PipelineSpec, *, blobs: BlobStore, registry: ModelRegistry, home: Path
+) -> Assessment:
+    """The assessment from the ports it needs (unit tests give it the in-memory registry)."""
+    holdout = load_holdout(spec.holdout, blobs)
     training = _training_run(registry, task)
     champion_ref = registry.champion(task.pipeline)
     # Under the home: a process killed mid-evaluation leaves its model copies where the next evaluation
     # removes them (once older than the lease, so never a live evaluation's).
-    with scratch_dir(deps.settings.home, "evaluation", stale_after=LEASE) as tmp:
+    with scratch_dir(home, "evaluation", stale_after=LEASE) as tmp:
         challenger_dir, challenger = _measure(
             registry, training.model_files_uri, Path(tmp, "challenger"), holdout, "the challenger"
         )

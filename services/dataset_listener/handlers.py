@@ -21,6 +21,7 @@ from ctflow.events import Event
 from ctflow.handling import HandlerContext, Handling, Outcome, Rejected
 from ctflow.ledger import datasets, runs
 from ctflow.manifest import Manifest, ManifestError, parse_manifest, verify_files
+from ctflow.pipelines import PipelineCatalog
 from ctflow.topology import DATASET_LISTENER
 
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -39,15 +40,20 @@ class VerifiedDrop:
 
 def verify_drop(deps: Dependencies, event: Event) -> VerifiedDrop | Outcome:
     """Read and check the marker's manifest and files (outside the ledger transaction)."""
+    return verify(deps.pipelines, deps.blobs, event)
+
+
+def verify(pipelines: PipelineCatalog, blobs: BlobStore, event: Event) -> VerifiedDrop | Outcome:
+    """`verify_drop` from the ports it reads (unit tests give it a bucket folder and no ledger)."""
     obj = _object(event.data)
     name = obj["name"]
     base = name.rsplit("/", 1)[-1]
-    spec = deps.pipelines.for_object(name)
+    spec = pipelines.for_object(name)
     marker = spec.dataset.commit_marker if spec else "_MANIFEST.json"
     if base != marker:
         return Outcome("ignored", f"{name!r} is not a commit marker; a version completes when its {marker} lands")
     if spec is None:
-        prefixes = ", ".join(s.dataset.prefix for s in deps.pipelines.all().values()) or "none"
+        prefixes = ", ".join(s.dataset.prefix for s in pipelines.all().values()) or "none"
         raise Rejected(f"no pipeline's dataset prefix holds {name!r} (known prefixes: {prefixes})")
     prefix = spec.dataset.prefix
     parts = name[len(prefix) :].split("/")
@@ -57,7 +63,6 @@ def verify_drop(deps: Dependencies, event: Event) -> VerifiedDrop | Outcome:
             "with a version of letters, digits, '.', '_' or '-'"
         )
     version, folder = parts[0], f"{prefix}{parts[0]}/"
-    blobs = deps.blobs
     if obj["bucket"] != blobs.bucket:
         raise Rejected(f"the event names bucket {obj['bucket']!r}; datasets are read from {blobs.bucket!r} only")
     if (stale := _not_this_generation(blobs, name, obj["generation"])) is not None:
