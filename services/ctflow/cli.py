@@ -97,6 +97,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         sys.exit(f"ctflow up: {exc}")
     with stack:
         print(json.dumps(stack.endpoints(), indent=2), flush=True)
+        print(f"ctflow up: running; service logs in {stack.log_file}; stop with Ctrl-C", file=sys.stderr, flush=True)
         stop.wait()
         training = stack.runs_still_training()
     if training:

@@ -31,7 +31,7 @@ def run_demo(settings: Settings, *, timeout: float = 300) -> int:
 
     with EmbeddedStack(settings) as stack:
         api = stack.urls["status-api"].rstrip("/")
-        _say(f"stack up; state in {settings.home}; status API at {api}")
+        _say(f"stack up; state in {settings.home}; status API at {api}; service logs in {stack.log_file}")
         _say(
             f"this build runs the loop up to a run in state {'/'.join(GOAL_STATES)}: "
             "serving (TorchServe canary rollout) is not built yet"

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("ctflow_log_context")
 
@@ -55,14 +56,23 @@ class CloudLoggingFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(service: str, project: str | None = None) -> None:
-    """Install the JSON handler on the root logger (idempotent)."""
+def configure(service: str, project: str | None = None, *, log_file: Path | None = None) -> None:
+    """Install the JSON handler on the root logger (idempotent: the first call decides where lines go).
+
+    A service on Cloud Run writes to stderr, which Cloud Logging reads. The embedded stack, whose
+    terminal a person watches, passes `log_file`: every service in it then logs there.
+    """
     root = logging.getLogger()
     for h in root.handlers:
         if isinstance(h.formatter, CloudLoggingFormatter):
             h.formatter.project = project or h.formatter.project
             return
-    handler = logging.StreamHandler(sys.stderr)
+    handler: logging.Handler
+    if log_file is not None:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(log_file, encoding="utf-8")
+    else:
+        handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(CloudLoggingFormatter(project))
     root.handlers = [handler]
     root.setLevel(os.environ.get("CTFLOW_LOG_LEVEL", "INFO"))

@@ -92,6 +92,10 @@ def test_sigterm_stops_cleanly_and_state_survives_restart(stack, digits_folder, 
     assert proc.returncode == 0
     assert f"Still training: {training[0]}" in stderr.decode()
     assert not (home / "endpoints.json").exists()
+    # A person watches this terminal: what it shows are sentences; the services' JSON lines go to the log file.
+    assert '"severity"' not in stderr.decode() and "service logs in" in stderr.decode()
+    logged = [json.loads(line) for line in (home / "logs" / "ctflow.log").read_text().splitlines()]
+    assert any(line["logger"] == "ctflow.intake" and "dataset digits/s1 arrived" in str(line) for line in logged)
     again = subprocess.Popen(
         [sys.executable, "-m", "ctflow.cli", "up", "--home", str(home)],
         stdout=subprocess.DEVNULL,

@@ -129,6 +129,11 @@ class EmbeddedStack:
         return self.deps
 
     @property
+    def log_file(self) -> Path:
+        """Where the stack's services log (JSON lines); trainer jobs log in their job folders."""
+        return self.settings.home / "logs" / "ctflow.log"
+
+    @property
     def endpoints_file(self) -> Path:
         return self.settings.home / "endpoints.json"
 
@@ -142,7 +147,7 @@ class EmbeddedStack:
         }
 
     def start(self) -> None:
-        logs.configure("ctflow-embedded")
+        logs.configure("ctflow-embedded", log_file=self.log_file)  # the terminal is a person's: no log lines
         wake = threading.Event()
         self.deps = deps = bootstrap.build(self.settings, on_publish=wake.set)
         self._prepare_pipelines(deps)
