@@ -23,8 +23,8 @@ Phases:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Literal
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
 
 Phase = Literal["readying", "analysing", "paused", "promoted", "rolled_back", "superseded"]
 FINAL: frozenset[str] = frozenset({"promoted", "rolled_back", "superseded"})
@@ -123,6 +123,15 @@ class Decision:
     verdict: Verdict | None
     reason: str
     figures: dict[str, float | int | None] = field(default_factory=dict)
+
+
+def state_to_json(state: State) -> dict[str, Any]:
+    """The state as the ledger keeps it (ctflow.ledger.rollouts)."""
+    return asdict(state)
+
+
+def state_from_json(doc: dict[str, Any]) -> State:
+    return State(**doc)
 
 
 def start(candidate: str, stable: str | None, now: float) -> State:

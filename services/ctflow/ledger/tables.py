@@ -217,3 +217,43 @@ class LeaseRow(Base):
     expires_at: Mapped[datetime | None]
     claims: Mapped[int]  # how many times it was claimed: the guarded work's attempts
     claimed_at: Mapped[datetime | None]
+
+
+class RolloutRow(Base):
+    """A model version's rollout into one environment (the deployer's): its plan, where it is, when it ended.
+
+    `state` is the rollout decision's state (deployer.decide.State as JSON); `plan` is the plan as it
+    was when the rollout began, so a spec edited mid-rollout does not change its rules half-way.
+    """
+
+    __tablename__ = "rollouts"
+    __table_args__ = (
+        UniqueConstraint("pipeline", "environment", "candidate_version", name="uq_rollouts_candidate"),
+        Index("ix_rollouts_pipeline_environment_phase", "pipeline", "environment", "phase"),
+    )
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(128))
+    environment: Mapped[str] = mapped_column(String(64))
+    candidate_version: Mapped[str] = mapped_column(String(32))
+    stable_version: Mapped[str | None] = mapped_column(String(32))
+    run_id: Mapped[str | None] = mapped_column(String(64))
+    phase: Mapped[str] = mapped_column(String(24))
+    plan: Mapped[dict[str, Any]]
+    state: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    ended_at: Mapped[datetime | None]
+
+
+class RolloutDecision(Base):
+    """One tick's decision on a rollout, with the figures it was made on (append-only)."""
+
+    __tablename__ = "rollout_decisions"
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    rollout_id: Mapped[str] = mapped_column(ForeignKey("rollouts.id"), index=True)
+    at: Mapped[datetime]
+    phase: Mapped[str] = mapped_column(String(24))
+    weight: Mapped[int]
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text)
+    figures: Mapped[dict[str, Any]]
