@@ -189,6 +189,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollouts(args: argparse.Namespace) -> int:
+    rows = _call(
+        "GET", f"{_status_api(args)}/rollouts", pipeline=args.pipeline, environment=args.environment, state=args.state
+    )
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    print(f"{'ROLLOUT':<34} {'ENVIRONMENT':<12} {'VERSION':<8} {'STABLE':<7} {'PHASE':<12} {'WEIGHT':>6}  REASON")
+    for r in rows:
+        print(
+            f"{r['rollout_id']:<34} {r['environment']:<12} {r['candidate_version']:<8} "
+            f"{(r['stable_version'] or '-'):<7} {r['phase']:<12} {str(r['weight']) + '%':>6}  {r['reason'] or ''}"
+        )
+    return 0
+
+
+def cmd_rollout(args: argparse.Namespace) -> int:
+    print(json.dumps(_call("GET", f"{_status_api(args)}/rollouts/{quote(args.rollout_id, safe='')}"), indent=2))
+    return 0
+
+
 def cmd_dead_letters(args: argparse.Namespace) -> int:
     letters = _call("GET", f"{_status_api(args)}/dead-letters", status=args.status, consumer=args.consumer)
     print(json.dumps(letters, indent=2))
@@ -267,6 +288,8 @@ def parser() -> argparse.ArgumentParser:
     for name, fn, help in (
         ("runs", cmd_runs, "List runs."),
         ("run", cmd_run, "Show one run with its timeline."),
+        ("rollouts", cmd_rollouts, "List rollouts of model versions into environments."),
+        ("rollout", cmd_rollout, "Show one rollout with its plan and every decision with its figures."),
         ("dead-letters", cmd_dead_letters, "List dead letters, newest first, with their reasons."),
         ("replay", cmd_replay, "Send a dead letter back to its service once the cause is fixed."),
     ):
@@ -278,6 +301,13 @@ def parser() -> argparse.ArgumentParser:
             c.add_argument("--json", action="store_true")
         if name == "run":
             c.add_argument("run_id")
+        if name == "rollouts":
+            c.add_argument("--pipeline")
+            c.add_argument("--environment")
+            c.add_argument("--state", help="phase: readying, analysing, paused, promoted, rolled_back, superseded")
+            c.add_argument("--json", action="store_true")
+        if name == "rollout":
+            c.add_argument("rollout_id")
         if name == "dead-letters":
             c.add_argument("--status", choices=("open", "replayed"))
             c.add_argument("--consumer", help="the service that refused them, e.g. dataset-listener")

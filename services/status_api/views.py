@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ctflow.ledger.tables import DeadLetter, Run, TimelineEntry
+    from ctflow.ledger.tables import DeadLetter, RolloutDecision, RolloutRow, Run, TimelineEntry
 
 
 def run_summary(run: Run) -> dict[str, Any]:
@@ -63,3 +63,42 @@ def dead_letter(letter: DeadLetter, *, with_request: bool) -> dict[str, Any]:
     if with_request:
         view["request"] = letter.request
     return view
+
+
+def rollout_summary(row: RolloutRow) -> dict[str, Any]:
+    state = row.state
+    return {
+        "rollout_id": row.id,
+        "pipeline": row.pipeline,
+        "environment": row.environment,
+        "candidate_version": row.candidate_version,
+        "stable_version": row.stable_version,
+        "run_id": row.run_id,
+        "phase": row.phase,
+        "weight": state.get("weight", 0),
+        "reason": state.get("reason") or None,
+        "created_at": row.created_at,
+        "updated_at": row.updated_at,
+        "ended_at": row.ended_at,
+    }
+
+
+def rollout_detail(row: RolloutRow, decisions: list[RolloutDecision]) -> dict[str, Any]:
+    steps = row.plan.get("steps") or []
+    return {
+        **rollout_summary(row),
+        "plan": row.plan,
+        "step": {"n": row.state.get("step", 0) + 1, "of": len(steps)} if row.phase == "analysing" else None,
+        "desired_weight": row.state.get("weight", 0),
+        "decisions": [
+            {
+                "at": d.at,
+                "phase": d.phase,
+                "weight": d.weight,
+                "verdict": d.verdict,
+                "reason": d.reason,
+                "figures": d.figures,
+            }
+            for d in decisions
+        ],
+    }
