@@ -56,3 +56,8 @@ class InvalidTransition(Exception):
 def check(run_id: str, current: str, target: str) -> None:
     if target not in TRANSITIONS.get(current, frozenset()):
         raise InvalidTransition(run_id, current, target)
+
+
+# The phases of a rollout (deployer.decide moves between them; the ledger and the status API read them).
+RolloutPhase = Literal["readying", "analysing", "paused", "promoted", "rolled_back", "superseded"]
+ROLLOUT_FINAL: frozenset[str] = frozenset({"promoted", "rolled_back", "superseded"})

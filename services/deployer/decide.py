@@ -26,8 +26,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
-Phase = Literal["readying", "analysing", "paused", "promoted", "rolled_back", "superseded"]
-FINAL: frozenset[str] = frozenset({"promoted", "rolled_back", "superseded"})
+from ctflow.states import ROLLOUT_FINAL, RolloutPhase
+
+Phase = RolloutPhase
 Command = Literal["promote", "abort", "pause", "resume"]
 Verdict = Literal["passed", "failed", "inconclusive"]
 
@@ -141,7 +142,7 @@ def start(candidate: str, stable: str | None, now: float) -> State:
 
 def decide(state: State, plan: Plan, seen: Observation) -> tuple[State, list[Action], Decision]:
     """The next state, the actions to carry out, and the decision to record."""
-    if state.phase in FINAL:
+    if state.phase in ROLLOUT_FINAL:
         return state, [], _decision(state, seen, None, f"{state.phase}; nothing to do")
     if seen.superseded_by is not None:
         reason = f"superseded by version {seen.superseded_by}: traffic back to the stable revision"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+from typing import Any
+
 from ctflow.contracts import ServingSpec
 
 from .decide import Plan
@@ -22,3 +25,12 @@ def plan_of(serving: ServingSpec) -> Plan:
         when_inconclusive=serving.when_inconclusive,
         synthetic_traffic=serving.synthetic_traffic,
     )
+
+
+def plan_to_json(plan: Plan) -> dict[str, Any]:
+    """The plan as a rollout keeps it (the rules it began with, whatever the spec says later)."""
+    return asdict(plan)
+
+
+def plan_from_json(doc: dict[str, Any]) -> Plan:
+    return Plan(**{**doc, "steps": tuple(doc["steps"])})

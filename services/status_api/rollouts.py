@@ -6,9 +6,11 @@ commands, arrive with the serving stage (issue 10).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query
+
+from ctflow import states
 
 from .deps import DepsDep, LedgerText, found, read_ledger
 from .views import rollout_detail, rollout_summary
@@ -17,7 +19,6 @@ if TYPE_CHECKING:  # not at start-up: the ledger's libraries load with the first
     from sqlalchemy.orm import Session
 
 router = APIRouter(prefix="/rollouts", tags=["rollouts"])
-Phase = Literal["readying", "analysing", "paused", "promoted", "rolled_back", "superseded"]
 
 
 @router.get("")
@@ -25,7 +26,7 @@ async def list_rollouts(
     deps: DepsDep,
     pipeline: LedgerText | None = None,
     environment: LedgerText | None = None,
-    state: Phase | None = None,
+    state: states.RolloutPhase | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict]:
     """Rollouts, newest first, optionally filtered by pipeline, environment and phase."""

@@ -1,15 +1,16 @@
-"""Rollouts in the ledger (ctflow.ledger.rollouts), on SQLite and PostgreSQL: one per version and environment
-however often its registration arrives, the decision state kept whole, every tick's decision appended."""
+"""Rollouts in the ledger (ctflow.ledger.rollouts, through deployer.progress), on SQLite and PostgreSQL: one per
+version and environment however often its registration arrives, the decision state kept whole, every tick's
+decision appended."""
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 
 from ctflow.contracts import ServingSpec
 from ctflow.ledger import Ledger, rollouts
-from deployer.decide import Figures, Observation, decide, start, state_from_json, state_to_json
-from deployer.plan import plan_of
+from deployer.decide import Figures, Observation, SetTraffic, StopCanary, state_from_json
+from deployer.plan import plan_from_json, plan_of
+from deployer.progress import advance, begin
 
 PLAN = plan_of(ServingSpec(service="digits-model"))
 
@@ -20,17 +21,17 @@ def _ledger(ledger_url: str) -> Ledger:
     return ledger
 
 
-def _create(ledger: Ledger, version: str = "4") -> str | None:
+def _begin(ledger: Ledger, version: str = "4") -> str | None:
     with ledger.transaction() as tx:
-        return rollouts.create(
+        return begin(
             tx,
             pipeline="digits",
             environment="production",
-            candidate_version=version,
-            stable_version="3",
+            candidate=version,
+            stable="3",
             run_id=f"digits-run-{version}",
-            plan=dataclasses.asdict(PLAN),
-            state=state_to_json(start(version, "3", now=1000.0)),
+            plan=PLAN,
+            now=1000.0,
         )
 
 
@@ -41,7 +42,7 @@ def test_concurrent_registrations_make_one_rollout(ledger_url):
 
     def register() -> None:
         barrier.wait()
-        made.append(_create(ledger))
+        made.append(_begin(ledger))
 
     threads = [threading.Thread(target=register) for _ in range(3)]
     for thread in threads:
@@ -50,56 +51,46 @@ def test_concurrent_registrations_make_one_rollout(ledger_url):
         thread.join()
     assert sorted(made, key=str) == [None, None, "digits-production-v4"]
     with ledger.reading() as tx:
-        assert [r.id for r in rollouts.listing(tx, pipeline="digits")] == ["digits-production-v4"]
+        [row] = rollouts.listing(tx, pipeline="digits")
+        assert row.id == "digits-production-v4" and plan_from_json(row.plan) == PLAN
     ledger.dispose()
 
 
 def test_the_decision_state_and_every_decision_are_kept(ledger_url):
-    """Tick, save, read back: the state resumes where it was (a killed deployer picks it up); decisions are in order,
-    and a final phase ends the rollout."""
+    """Each tick in its own transaction, as a deployer restarted between any two would run them: the state
+    resumes where it was, decisions are kept in order with their figures, a final phase ends the rollout."""
     ledger = _ledger(ledger_url)
-    rollout = _create(ledger)
+    rollout = _begin(ledger)
     assert rollout is not None
-    now = 1000.0
+    failing, stable = Figures(200, 80, 20.0), Figures(1000, 1, 18.0)
     ticks = [
-        Observation(now=now + 1, canary_ready=True, smoke_passed=True),
-        Observation(now=now + 100, canary=Figures(200, 80, 20.0), stable=Figures(1000, 1, 18.0)),
-        Observation(now=now + 200, canary=Figures(200, 80, 20.0), stable=Figures(1000, 1, 18.0)),
+        Observation(now=1001.0, canary_ready=True, smoke_passed=True),
+        Observation(now=1100.0, canary=failing, stable=stable),
+        Observation(now=1200.0, canary=failing, stable=stable),
     ]
+    actions = []
     for seen in ticks:
         with ledger.transaction() as tx:
-            row = rollouts.get(tx, rollout, for_update=True)
-            state, _, decision = decide(state_from_json(row.state), PLAN, seen)
-            rollouts.save(tx, row, state_to_json(state))
-            rollouts.record(
-                tx,
-                rollout,
-                at=row.updated_at,
-                phase=decision.phase,
-                weight=decision.weight,
-                verdict=decision.verdict,
-                reason=decision.reason,
-                figures=decision.figures,
-            )
+            actions.append(advance(tx, rollout, seen))
+    assert actions == [[SetTraffic(10)], [], [SetTraffic(0), StopCanary()]]
     with ledger.reading() as tx:
         row = rollouts.get(tx, rollout)
         assert state_from_json(row.state).phase == "rolled_back" and row.phase == "rolled_back"
         assert row.ended_at is not None
         kept = rollouts.decisions(tx, rollout)
-        assert [(d.phase, d.verdict) for d in kept] == [
-            ("analysing", None),
-            ("analysing", "failed"),
-            ("rolled_back", "failed"),
-        ]
+        expected = [("analysing", None), ("analysing", "failed"), ("rolled_back", "failed")]
+        assert [(d.phase, d.verdict) for d in kept] == expected
         assert kept[-1].figures["canary_error_rate"] == 0.4 and "2 failed windows in a row" in kept[-1].reason
+        assert kept[-1].at.timestamp() == 1200.0
         assert rollouts.active(tx, "digits", "production") == []
+        assert advance(tx, "digits-production-v99", ticks[0]) is None
     ledger.dispose()
 
 
 def test_active_rollouts_are_the_unfinished_ones_of_that_environment(ledger_url):
     ledger = _ledger(ledger_url)
-    _create(ledger, "4")
-    _create(ledger, "5")
+    _begin(ledger, "4")
+    _begin(ledger, "5")
     with ledger.transaction() as tx:
         assert [r.candidate_version for r in rollouts.active(tx, "digits", "production")] == ["4", "5"]
         assert rollouts.active(tx, "digits", "staging") == []

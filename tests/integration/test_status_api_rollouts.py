@@ -3,15 +3,14 @@ step and every decision with its figures (read-only until the deployer writes th
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
 
 from ctflow.contracts import ServingSpec
-from ctflow.ledger import rollouts
-from deployer.decide import Figures, Observation, decide, start, state_from_json, state_to_json
+from deployer.decide import Figures, Observation
 from deployer.plan import plan_of
+from deployer.progress import advance, begin
 from status_api import app as module
 from tests.integration.conftest import client_for
 from tests.support import serving
@@ -22,15 +21,8 @@ PLAN = plan_of(ServingSpec(service="digits-model"))
 def _rollout_with_ticks(deps) -> str:  # type: ignore[no-untyped-def]
     """Version 4 into production, made ready and judged once (a passed window: 10% -> 50%)."""
     with deps.ledger.transaction() as tx:
-        rollout = rollouts.create(
-            tx,
-            pipeline="digits",
-            environment="production",
-            candidate_version="4",
-            stable_version="3",
-            run_id="digits-r4",
-            plan=dataclasses.asdict(PLAN),
-            state=state_to_json(start("4", "3", now=0.0)),
+        rollout = begin(
+            tx, pipeline="digits", environment="production", candidate="4", stable="3", run_id="r4", plan=PLAN, now=0.0
         )
     assert rollout is not None
     for seen in (
@@ -38,19 +30,7 @@ def _rollout_with_ticks(deps) -> str:  # type: ignore[no-untyped-def]
         Observation(now=60.0, canary=Figures(200, 0, 20.0), stable=Figures(1000, 1, 18.0)),
     ):
         with deps.ledger.transaction() as tx:
-            row = rollouts.get(tx, rollout, for_update=True)
-            state, _, decision = decide(state_from_json(row.state), PLAN, seen)
-            rollouts.save(tx, row, state_to_json(state))
-            rollouts.record(
-                tx,
-                rollout,
-                at=row.updated_at,
-                phase=decision.phase,
-                weight=decision.weight,
-                verdict=decision.verdict,
-                reason=decision.reason,
-                figures=decision.figures,
-            )
+            advance(tx, rollout, seen)
     return rollout
 
 

@@ -14,10 +14,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from ..states import ROLLOUT_FINAL
 from .sql import insert_ignore, write_deferred
 from .tables import RolloutDecision, RolloutRow, utcnow
-
-FINAL_PHASES = ("promoted", "rolled_back", "superseded")
 
 
 def rollout_id(pipeline: str, environment: str, version: str) -> str:
@@ -68,7 +67,7 @@ def save(session: Session, row: RolloutRow, state: dict[str, Any]) -> None:
     """The state after a tick (a new dict: SQLAlchemy notices JSON changes only on assignment)."""
     row.state = dict(state)
     row.phase = state["phase"]
-    if row.phase in FINAL_PHASES and row.ended_at is None:
+    if row.phase in ROLLOUT_FINAL and row.ended_at is None:
         row.ended_at = utcnow()
 
 
@@ -121,6 +120,6 @@ def active(session: Session, pipeline: str, environment: str) -> list[RolloutRow
     query = select(RolloutRow).where(
         RolloutRow.pipeline == pipeline,
         RolloutRow.environment == environment,
-        RolloutRow.phase.not_in(FINAL_PHASES),
+        RolloutRow.phase.not_in(ROLLOUT_FINAL),
     )
     return list(session.scalars(query.order_by(RolloutRow.created_at)))
