@@ -185,7 +185,7 @@ class Intake:
         prepare = routed.handling.prepare
         if prepare is None:
             return routed
-        if not routed.replay_of and self._received(routed.key):
+        if self._received(routed):
             return _duplicate(*routed.key)
         try:
             return replace(routed, prepared=prepare(self.deps, routed.event))
@@ -252,9 +252,14 @@ class Intake:
                 letter.status, letter.replays = "replayed", letter.replays + 1
             return outcome, ctx
 
-    def _received(self, key: InboxKey) -> bool:
+    def _received(self, delivery: _Delivery) -> bool:
+        """Whether the inbox holds the delivery already and it is not a genuine replay (which runs afresh).
+
+        A replay marker that is not the status API's replay of this event does not skip the check.
+        """
         with self.deps.ledger.reading() as session:
-            return inbox.holds(session, self.service, *key)
+            held = inbox.holds(session, self.service, *delivery.key)
+            return held and self._replayed_letter(session, delivery) is None
 
     def _payload(self, event: Event) -> BaseModel | None:
         model = EVENT_PAYLOADS.get(event.type)

@@ -84,3 +84,33 @@ def test_a_replay_marker_from_outside_a_replay_is_ignored(deps, listener, digits
     assert other.json()["status"] == "processed"  # handled as itself
     letter = _letter(deps, letter_id)
     assert (letter.status, letter.replays) == ("open", 0)
+
+
+def test_a_bogus_replay_marker_does_not_make_a_handler_prepare_again(deps):
+    """The dataset-listener hashes a dataset in its prepare step: a redelivery marked with a letter that is not
+    being replayed is a duplicate before that work, as an unmarked one is; a genuine replay prepares afresh."""
+    from ctflow.events import Event, to_http_binary
+    from ctflow.handling import HandlerContext, Handling, Outcome, Rejected
+    from ctflow.intake import Intake
+    from tests.support import replaying
+
+    prepared: list[str] = []
+
+    def prepare(deps, event):  # type: ignore[no-untyped-def]
+        prepared.append(event.id)
+        if len(prepared) == 1:
+            raise Rejected("the first look finds it bad")
+
+    def handle(ctx: HandlerContext) -> Outcome:
+        return Outcome("processed")
+
+    intake = Intake("test-consumer", {"test.prepared.v1": Handling(handle, prepare=prepare)}, deps)
+    headers, body = to_http_binary(Event(type="test.prepared.v1", source="//test", id="e1", data={}))
+    letter_id = intake.receive(headers, body).dead_letter_id
+    assert letter_id is not None
+    assert intake.receive(headers, body, replay_of="not-a-letter").status == "duplicate"
+    assert intake.receive(headers, body, replay_of=letter_id).status == "duplicate"  # no replay under way
+    assert prepared == ["e1"]
+    with replaying(deps, letter_id):
+        assert intake.receive(headers, body, replay_of=letter_id).status == "processed"
+    assert prepared == ["e1", "e1"]
