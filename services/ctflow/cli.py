@@ -175,13 +175,30 @@ def cmd_runs(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'RUN':<34} {'PIPELINE':<12} {'STATE':<12} {'TRIGGER':<10} {'DATASET':<22} {'MODEL':<6} CREATED")
-    for r in rows:
-        print(
-            f"{r['run_id']:<34} {r['pipeline']:<12} {r['state']:<12} {r['trigger'].get('kind', ''):<10} "
-            f"{(r['dataset_version'] or '-'):<22} {(r['model_version'] or '-'):<6} {r['created_at']}"
-        )
+    _table(
+        ("RUN", "PIPELINE", "STATE", "TRIGGER", "DATASET", "MODEL", "CREATED"),
+        [
+            (
+                r["run_id"],
+                r["pipeline"],
+                r["state"],
+                r["trigger"].get("kind", ""),
+                r["dataset_version"],
+                r["model_version"],
+                r["created_at"],
+            )
+            for r in rows
+        ],
+    )
     return 0
+
+
+def _table(header: tuple[str, ...], rows: list[tuple[Any, ...]]) -> None:
+    """Columns as wide as their widest cell; a missing value shows as '-'."""
+    cells = [header, *[tuple("-" if value in (None, "") else str(value) for value in row) for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -196,12 +213,21 @@ def cmd_rollouts(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'ROLLOUT':<34} {'ENVIRONMENT':<12} {'VERSION':<8} {'STABLE':<7} {'PHASE':<12} {'WEIGHT':>6}  REASON")
-    for r in rows:
-        print(
-            f"{r['rollout_id']:<34} {r['environment']:<12} {r['candidate_version']:<8} "
-            f"{(r['stable_version'] or '-'):<7} {r['phase']:<12} {str(r['weight']) + '%':>6}  {r['reason'] or ''}"
-        )
+    _table(
+        ("ROLLOUT", "ENVIRONMENT", "VERSION", "STABLE", "PHASE", "WEIGHT", "REASON"),
+        [
+            (
+                r["rollout_id"],
+                r["environment"],
+                r["candidate_version"],
+                r["stable_version"],
+                r["phase"],
+                f"{r['weight']}%",
+                r["reason"],
+            )
+            for r in rows
+        ],
+    )
     return 0
 
 

@@ -120,10 +120,6 @@ class ProcessSupervisor:
         with self._lock:
             self._exited.pop(pid, None)
 
-    def running(self) -> list[int]:
-        with self._lock:
-            return list(self._running)
-
     def stop(self, pid: int, *, graceful: bool = True) -> None:
         """Ask the child's group to stop (SIGTERM), or make it (SIGKILL)."""
         signal_group(pid, signal.SIGTERM if graceful else signal.SIGKILL)
