@@ -26,13 +26,7 @@ class NotARegularFile(ValueError):
 def open_regular(root: Path, relative: str) -> BinaryIO:
     """Open `root/relative` for binary reading; FileNotFoundError when absent, NotARegularFile when it is
     not a regular file reached through real folders only (`relative` must already be a safe relative path)."""
-    here = root
-    for part in Path(relative).parts[:-1]:
-        here = here / part
-        mode = os.lstat(here).st_mode  # FileNotFoundError when a folder on the way is absent
-        if not stat.S_ISDIR(mode):  # S_ISDIR is false for a link, whatever it points to
-            raise NotARegularFile(f"{relative!r}: {part!r} is {_kind(mode)}, not a folder")
-    target = here / Path(relative).name
+    target = _through_real_folders(root, relative)
     try:
         fd = os.open(target, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
@@ -54,16 +48,22 @@ def open_regular(root: Path, relative: str) -> BinaryIO:
 
 def regular_file_stat(root: Path, relative: str) -> os.stat_result | None:
     """The file's status if it is a regular file reached through real folders only; None otherwise."""
+    try:
+        st = os.lstat(_through_real_folders(root, relative))
+    except (FileNotFoundError, NotARegularFile):
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None  # S_ISREG is false for a link, whatever it points to
+
+
+def _through_real_folders(root: Path, relative: str) -> Path:
+    """`root/relative`, each folder on the way checked to be one (a link to a folder is refused)."""
     here = root
-    for part in Path(relative).parts:
+    for part in Path(relative).parts[:-1]:
         here = here / part
-        try:
-            st = os.lstat(here)
-        except FileNotFoundError:
-            return None
-        if stat.S_ISLNK(st.st_mode):
-            return None
-    return st if stat.S_ISREG(st.st_mode) else None
+        mode = os.lstat(here).st_mode  # FileNotFoundError when a folder on the way is absent
+        if not stat.S_ISDIR(mode):  # S_ISDIR is false for a link, whatever it points to
+            raise NotARegularFile(f"{relative!r}: {part!r} is {_kind(mode)}, not a folder")
+    return here / Path(relative).name
 
 
 _KINDS = (
