@@ -9,7 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned to the CPU build in the `train` extra; the trainer image uses CUDA.
-	$(PY) -m pip install -q -e '.[postgres,gcp,train,dev]'
+	$(PY) -m pip install -q -e '.[postgres,gcp,train,serve,dev]'
 	touch $@
 
 install: $(VENV)/.installed

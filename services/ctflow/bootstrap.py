@@ -31,12 +31,14 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
 
         authenticate, invoker_headers = None, no_invoker_headers  # loopback only: no caller to check
         make_training = _adapter("ctflow.training.local:LocalProcessBackend")
+        make_serving: Callable[[Dependencies], object] = embedded_serving
     else:
         from .auth import GoogleOidcVerifier, google_invoker_headers
 
         authenticate = GoogleOidcVerifier(settings.oidc_audience, settings.allowed_invokers)
         invoker_headers = google_invoker_headers
         make_training = _adapter("ctflow.training.vertex:VertexBackend")
+        make_serving = _unbuilt("Cloud Run serving (the run_v2 adapter) is not built yet; embedded mode serves")
     return Dependencies(
         settings=settings,
         ledger=ledger,
@@ -47,6 +49,7 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
         authenticate=authenticate,
         invoker_headers=invoker_headers,
         make_training=make_training,
+        make_serving=make_serving,
         make_registry=_adapter(
             "ctflow.registry.mlflow_registry:MlflowModelRegistry", artifact_root=mlflow_artifact_root(settings)
         ),
@@ -123,6 +126,20 @@ def require_embedded(settings: Settings, command: str) -> None:
             f"ctflow {command}: runs the embedded stack only; on Google Cloud, `skaffold run` deploys "
             "the services (unset CTFLOW_MODE=gcp to run it here)"
         )
+
+
+def embedded_serving(deps: Dependencies) -> object:
+    """TorchServe processes behind a weighted router, state in <home>/serving (imported on first use)."""
+    from .serving.embedded import EmbeddedServing
+
+    return EmbeddedServing(deps.settings, deps.blobs)
+
+
+def _unbuilt(why: str) -> Callable[[Dependencies], object]:
+    def refuse(deps: Dependencies) -> object:
+        raise RuntimeError(why)
+
+    return refuse
 
 
 def _adapter(ref: str, **options: object) -> Callable[[Dependencies], object]:

@@ -235,13 +235,19 @@ class ModelRejected(Strict):
 
 
 class RolloutChanged(Strict):
+    """A rollout moved: it started, its canary's traffic changed, it paused or resumed, or it ended."""
+
     run_id: str
     pipeline: Name
+    environment: Name
     rollout_id: str
     model_version: str
+    stable_version: str | None = None
     revision: str
-    traffic_percent: int = Field(ge=0, le=100)
+    phase: str
+    traffic_percent: int = Field(ge=0, le=100, description="The canary's share of traffic now.")
     reason: str | None = None
+    figures: dict[str, float | int | None] = Field({}, description="What the decision was made on (analysis).")
 
 
 EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
@@ -255,6 +261,10 @@ EVENT_PAYLOADS: dict[str, type[BaseModel]] = {
     "ctflow.rollout.advanced.v1": RolloutChanged,
     "ctflow.rollout.promoted.v1": RolloutChanged,
     "ctflow.rollout.rolled_back.v1": RolloutChanged,
+    "ctflow.rollout.superseded.v1": RolloutChanged,
+    "ctflow.rollout.paused.v1": RolloutChanged,
+    "ctflow.rollout.resumed.v1": RolloutChanged,
+    "ctflow.rollout.conflict.v1": RolloutChanged,
 }
 
 DOCUMENTS: dict[str, type[BaseModel]] = {

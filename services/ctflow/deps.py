@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from .ledger import Ledger
     from .pipelines import PipelineCatalog
     from .registry import ModelRegistry
+    from .serving import ServingBackend
     from .settings import Settings
     from .training import TrainingBackend
 
@@ -45,12 +46,18 @@ class Dependencies:
     # Heavy clients (MLflow, Vertex AI) are imported on first use, not at start-up.
     make_training: AdapterFactory = field(default=_not_configured("training backend"), repr=False)
     make_registry: AdapterFactory = field(default=_not_configured("model registry"), repr=False)
+    make_serving: AdapterFactory = field(default=_not_configured("serving backend"), repr=False)
     trainer_report_uri: str | None = None  # where training jobs report how they ended (bootstrap)
 
     @cached_property
     def training(self) -> TrainingBackend:
         """Where training jobs run: trainer processes (embedded) or Vertex AI CustomJobs (gcp)."""
         return self.make_training(self)
+
+    @cached_property
+    def serving(self) -> ServingBackend:
+        """Where models serve: TorchServe processes behind a weighted router (embedded) or Cloud Run revisions."""
+        return self.make_serving(self)
 
     @cached_property
     def registry(self) -> ModelRegistry:

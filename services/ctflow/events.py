@@ -33,6 +33,10 @@ ROLLOUT_STARTED = "ctflow.rollout.started.v1"
 ROLLOUT_ADVANCED = "ctflow.rollout.advanced.v1"
 ROLLOUT_PROMOTED = "ctflow.rollout.promoted.v1"
 ROLLOUT_ROLLED_BACK = "ctflow.rollout.rolled_back.v1"
+ROLLOUT_SUPERSEDED = "ctflow.rollout.superseded.v1"
+ROLLOUT_PAUSED = "ctflow.rollout.paused.v1"
+ROLLOUT_RESUMED = "ctflow.rollout.resumed.v1"
+ROLLOUT_CONFLICT = "ctflow.rollout.conflict.v1"
 
 # The training job's report (the trainer sends it; the job-launcher re-sends it, or a failure
 # in its place, under the same id, so the completion-handler's inbox sees one event per run).
@@ -55,6 +59,10 @@ CTFLOW_TYPES = (
     ROLLOUT_ADVANCED,
     ROLLOUT_PROMOTED,
     ROLLOUT_ROLLED_BACK,
+    ROLLOUT_SUPERSEDED,
+    ROLLOUT_PAUSED,
+    ROLLOUT_RESUMED,
+    ROLLOUT_CONFLICT,
 )
 
 

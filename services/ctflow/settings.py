@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     vertex_api_endpoint: str | None = None  # default: <region>-aiplatform.googleapis.com
     job_poll_grace_seconds: float = 10.0  # a job ended without reporting this long ago has failed
 
+    # Serving. Embedded: the router refuses prediction bodies over this size (413).
+    max_prediction_bytes: int = 2 * 1024 * 1024
+    # How often the deployer's reconcile step ticks each rollout (embedded timer; gcp: Cloud Scheduler's).
+    rollout_tick_seconds: float = Field(default=1.0, gt=0)
+
     # Where the status API sends dead-letter replays: {"dataset-listener": "http://..."}.
     service_urls: dict[str, str] = Field(default_factory=dict)
     # Embedded: the stack's bus publish endpoint (ctflow.embedded.publisher), set by `ctflow up`.

@@ -42,7 +42,7 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     TRAINING: frozenset({EVALUATING, FAILED}),
     EVALUATING: frozenset({REGISTERED, REJECTED, FAILED}),
     REGISTERED: frozenset({ROLLING_OUT, FAILED}),
-    ROLLING_OUT: frozenset({PROMOTED, ROLLED_BACK, FAILED}),
+    ROLLING_OUT: frozenset({PROMOTED, ROLLED_BACK, SUPERSEDED, FAILED}),
 }
 TERMINAL = frozenset(s for s in ALL if s not in TRANSITIONS)
 
@@ -59,5 +59,7 @@ def check(run_id: str, current: str, target: str) -> None:
 
 
 # The phases of a rollout (deployer.decide moves between them; the ledger and the status API read them).
-RolloutPhase = Literal["readying", "analysing", "paused", "promoted", "rolled_back", "superseded"]
-ROLLOUT_FINAL: frozenset[str] = frozenset({"promoted", "rolled_back", "superseded"})
+# `conflict`: the rollout passed but the champion alias had moved since it began (compare-and-swap
+# refused), so it ended with traffic back on stable and the registry untouched.
+RolloutPhase = Literal["readying", "analysing", "paused", "promoted", "rolled_back", "superseded", "conflict"]
+ROLLOUT_FINAL: frozenset[str] = frozenset({"promoted", "rolled_back", "superseded", "conflict"})

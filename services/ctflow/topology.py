@@ -90,7 +90,12 @@ SUBSCRIPTIONS = (
         COMPLETION_HANDLER,
         {events.TRAINING_COMPLETED: "completion_handler.handlers:on_training_completed"},
     ),
-    # The deployer (model.registered) subscribes here as its handlers land.
+    Subscription(
+        "deployer-push",
+        EVENTS_TOPIC,
+        DEPLOYER,
+        {events.MODEL_REGISTERED: "deployer.handlers:on_model_registered"},
+    ),
 )
 
 

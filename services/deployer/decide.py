@@ -111,7 +111,24 @@ class StopCanary:
     pass
 
 
-Action = SetTraffic | SendSynthetic | MoveChampion | StopCanary
+@dataclass(frozen=True)
+class RetireStable:
+    """After a promotion: the old stable revision, now without traffic, is stopped."""
+
+
+Action = SetTraffic | SendSynthetic | MoveChampion | StopCanary | RetireStable
+ACTION_TYPES: dict[str, type[Action]] = {
+    cls.__name__: cls for cls in (SetTraffic, SendSynthetic, MoveChampion, StopCanary, RetireStable)
+}
+
+
+def action_to_json(action: Action) -> dict[str, Any]:
+    return {"action": type(action).__name__, **asdict(action)}
+
+
+def action_from_json(doc: dict[str, Any]) -> Action:
+    fields = {k: v for k, v in doc.items() if k != "action"}
+    return ACTION_TYPES[doc["action"]](**fields)
 
 
 @dataclass(frozen=True)
@@ -292,7 +309,23 @@ def _promote(
 ) -> tuple[State, list[Action], Decision]:
     done = replace(state, phase="promoted", weight=100, reason=why)
     actions: list[Action] = [SetTraffic(100), MoveChampion(expected=state.stable, to=state.candidate)]
+    if state.stable is not None:
+        actions.append(RetireStable())
     return done, actions, _decision(done, seen, "passed" if figures else None, why, figures)
+
+
+def conflict(state: State, now: float, champion: str | None) -> tuple[State, list[Action], Decision]:
+    """A promotion the registry refused: the champion alias no longer names the version stable at the start."""
+    why = (
+        f"the champion alias names version {champion or '(none)'}, not {state.stable or '(none)'} as when the "
+        "rollout began: traffic back to the stable revision, registry untouched"
+    )
+    return _end(state, Observation(now=now), "conflict", why)
+
+
+def give_up(state: State, now: float, why: str) -> tuple[State, list[Action], Decision]:
+    """A rollout that cannot go on whatever it observes (its version cannot be packaged): rolled back."""
+    return _end(state, Observation(now=now), "rolled_back", why)
 
 
 def _end(

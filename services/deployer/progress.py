@@ -7,13 +7,15 @@ ledger (ctflow.ledger.rollouts), inside the caller's transaction.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from sqlalchemy.orm import Session
 
 from ctflow.ledger import rollouts
+from ctflow.ledger.tables import RolloutRow
 
-from .decide import Action, Observation, Plan, decide, start, state_from_json, state_to_json
+from .decide import Action, Decision, Observation, Plan, State, decide, start, state_from_json, state_to_json
 from .plan import plan_from_json, plan_to_json
 
 
@@ -41,15 +43,34 @@ def begin(
     )
 
 
-def advance(tx: Session, rollout_id: str, seen: Observation) -> list[Action] | None:
+@dataclass(frozen=True)
+class Tick:
+    """What one tick did to a rollout: the state before and after, the actions to carry out, the decision kept."""
+
+    row: RolloutRow
+    before: State
+    after: State
+    actions: list[Action]
+    decision: Decision
+
+
+def advance(tx: Session, rollout_id: str, seen: Observation) -> Tick | None:
     """One tick: the rollout locked, decided on under the plan it began with, its state and decision kept.
 
-    Returns the actions to carry out after commit; None when there is no such rollout.
+    None when there is no such rollout.
     """
     row = rollouts.get(tx, rollout_id, for_update=True)
     if row is None:
         return None
-    state, actions, decision = decide(state_from_json(row.state), plan_from_json(row.plan), seen)
+    before = state_from_json(row.state)
+    state, actions, decision = decide(before, plan_from_json(row.plan), seen)
+    keep(tx, row, state, decision)
+    return Tick(row, before, state, actions, decision)
+
+
+def keep(tx: Session, row: RolloutRow, state: State, decision: Decision) -> None:
+    """The rollout's new state and the decision that led to it."""
+    rollout_id = row.id
     rollouts.save(tx, row, state_to_json(state))
     rollouts.record(
         tx,
@@ -61,4 +82,3 @@ def advance(tx: Session, rollout_id: str, seen: Observation) -> list[Action] | N
         reason=decision.reason,
         figures=decision.figures,
     )
-    return actions

@@ -101,6 +101,9 @@ class InMemoryModelRegistry:
         versions.append(created)
         return created
 
+    def version(self, pipeline: str, version: str) -> ModelVersionRef:
+        return self._version(pipeline, version)
+
     def set_alias(self, pipeline: str, alias: str, version: str) -> None:
         self._version(pipeline, version)  # MLflow refuses an alias to a version that does not exist
         self.aliases[(model_name(pipeline), alias)] = version

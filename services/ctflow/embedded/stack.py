@@ -29,7 +29,7 @@ from ..deps import Dependencies
 from ..ledger import runs
 from ..reconciling import ReconcileStep, run_due, shortest_interval
 from ..settings import Settings
-from ..topology import SERVICES
+from ..topology import DEPLOYER, SERVICES
 from .dispatcher import Dispatcher
 from .publisher import create_publisher_app
 from .scheduler import Scheduler
@@ -120,6 +120,7 @@ class EmbeddedStack:
         self._loop_thread: threading.Thread | None = None
         self.deps: Dependencies | None = None
         self.dispatcher: Dispatcher | None = None
+        self.serving_urls: dict[str, str] = {}  # pipeline -> its router's URL
 
     @property
     def dependencies(self) -> Dependencies:
@@ -143,7 +144,7 @@ class EmbeddedStack:
             "bus": self.bus_url,
             "mlflow": self.settings.tracking_uri,
             "bucket": str(self.settings.bucket_dir),
-            "serving": {},
+            "serving": dict(self.serving_urls),
         }
 
     def start(self) -> None:
@@ -151,6 +152,7 @@ class EmbeddedStack:
         wake = threading.Event()
         self.deps = deps = bootstrap.build(self.settings, on_publish=wake.set)
         self._prepare_pipelines(deps)
+        self._open_serving(deps)
         self.dispatcher = Dispatcher(deps.ledger, self.settings, self.urls, wake)
         reconcilers: list[ReconcileStep] = []
         for name in self.services:
@@ -184,6 +186,14 @@ class EmbeddedStack:
             deps.registry.ensure_experiment(name)
             if name in BUNDLED_HOLDOUTS:
                 BUNDLED_HOLDOUTS[name](spec, deps.blobs)
+
+    def _open_serving(self, deps: Dependencies) -> None:
+        """Each pipeline's router on its stable URL, with the revisions that served before a restart."""
+        if DEPLOYER not in self.services:
+            return
+        specs = deps.pipelines.all()
+        routers = deps.serving.open(sorted({spec.serving.service for spec in specs.values()}))
+        self.serving_urls = {name: routers[spec.serving.service] for name, spec in specs.items()}
 
     def _spawn(self, target: Callable[[threading.Event], None], name: str) -> None:
         thread = threading.Thread(target=target, args=(self.stop_event,), name=name, daemon=True)
@@ -232,6 +242,8 @@ class EmbeddedStack:
             thread.join(timeout=10)
         for sock in self._sockets:
             sock.close()
+        if self.deps is not None and "serving" in vars(self.deps):  # built: stop its routers and revisions
+            self.deps.serving.close()
         self.endpoints_file.unlink(missing_ok=True)  # ours: no other stack runs on this home
         if self.deps:
             self.deps.ledger.dispose()

@@ -25,7 +25,7 @@ from . import outbox
 from .sql import CONNECTION, DEFERRED, write_deferred
 
 # The newest migration under migrations/versions; a test keeps it equal to Alembic's head.
-SCHEMA_HEAD = "0004_rollouts"
+SCHEMA_HEAD = "0005_rollout_serving"
 BUSY_TIMEOUT_SECONDS = 60
 _SQLITE_TURNS: dict[str, threading.RLock] = {}  # one per database URL, shared by every Ledger on it
 _TURNS_LOCK = threading.Lock()

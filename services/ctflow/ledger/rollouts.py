@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from ..states import ROLLOUT_FINAL
@@ -123,3 +123,37 @@ def active(session: Session, pipeline: str, environment: str) -> list[RolloutRow
         RolloutRow.phase.not_in(ROLLOUT_FINAL),
     )
     return list(session.scalars(query.order_by(RolloutRow.created_at)))
+
+
+def serving(session: Session, pipeline: str, environment: str) -> RolloutRow | None:
+    """The rollout whose version serves the environment now: the last one promoted (None: nothing serves)."""
+    query = select(RolloutRow).where(
+        RolloutRow.pipeline == pipeline, RolloutRow.environment == environment, RolloutRow.phase == "promoted"
+    )
+    return session.scalars(query.order_by(RolloutRow.ended_at.desc(), RolloutRow.id.desc()).limit(1)).first()
+
+
+def needing_work(session: Session) -> list[str]:
+    """Rollouts a tick has something to do for: not ended, or ended with actions not yet carried out."""
+    query = select(RolloutRow.id).where(or_(RolloutRow.phase.not_in(ROLLOUT_FINAL), RolloutRow.pending.is_not(None)))
+    return list(session.scalars(query.order_by(RolloutRow.created_at)))
+
+
+def of_run(session: Session, run_id: str) -> list[RolloutRow]:
+    query = select(RolloutRow).where(RolloutRow.run_id == run_id)
+    return list(session.scalars(query.order_by(RolloutRow.created_at)))
+
+
+class CommandRefused(Exception):
+    """A promote/abort/pause/resume for a rollout that has ended (or that does not exist)."""
+
+
+def request(session: Session, rollout: str, command: str, by: str, at: datetime) -> RolloutRow:
+    """Leave a person's command for the rollout's next tick (a later command replaces one not yet taken)."""
+    row = get(session, rollout, for_update=True)
+    if row is None:
+        raise CommandRefused(f"no rollout {rollout!r}")
+    if row.phase in ROLLOUT_FINAL:
+        raise CommandRefused(f"rollout {rollout} has ended ({row.phase}); {command} changes nothing")
+    row.command = {"command": command, "by": by, "at": at.isoformat()}
+    return row

@@ -224,6 +224,10 @@ class RolloutRow(Base):
 
     `state` is the rollout decision's state (deployer.decide.State as JSON); `plan` is the plan as it
     was when the rollout began, so a spec edited mid-rollout does not change its rules half-way.
+    `serving` is the canary's revision and archive (deployer.serving); `pending` the actions of the
+    last decision not yet carried out (kept with the decision, cleared once done, so a crash between
+    deciding and acting is finished by the next tick); `command` a person's promote/abort/pause/resume
+    waiting for the next tick; `superseded_by` a newer version registered for the same environment.
     """
 
     __tablename__ = "rollouts"
@@ -243,6 +247,10 @@ class RolloutRow(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     ended_at: Mapped[datetime | None]
+    serving: Mapped[dict[str, Any] | None]
+    pending: Mapped[list[Any] | None]
+    command: Mapped[dict[str, Any] | None]
+    superseded_by: Mapped[str | None] = mapped_column(String(32))
 
 
 class RolloutDecision(Base):

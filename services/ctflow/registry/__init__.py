@@ -3,7 +3,8 @@
 One registered model per pipeline (named after it). A version carries its lineage as
 tags (`ctflow.run_id`, `ctflow.hyperparameters` as JSON, dataset generation and hash,
 trigger event id, code version, git sha, image digest, job id, ...). The alias
-`champion` names what serves; `challenger` the newest version that passed its gate.
+`champion` names what serves; `challenger` the newest version that passed its gate;
+`previous` the champion before the last promotion.
 
 Adapters: `MlflowModelRegistry` (ctflow.registry.mlflow_registry; MLflow is imported
 only there) and, for unit tests of handlers, an in-memory fake (tests/fakes/registry.py)
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
+PREVIOUS = "previous"  # the champion before the last promotion (a rollback target)
 TAG_PREFIX = "ctflow."
 RUN_TAG = f"{TAG_PREFIX}run_id"
 MODEL_FILES_PATH = "model"  # where the trainer logs model.pt, state_dict.pt, model_config.json in its run
@@ -87,6 +89,9 @@ class ModelRegistry(Protocol):
         """Log one finished run (tags, metrics, JSON documents); returns its id."""
 
     def by_alias(self, pipeline: str, alias: str) -> ModelVersionRef | None: ...
+
+    def version(self, pipeline: str, version: str) -> ModelVersionRef:
+        """One registered version; NotFound if the pipeline's model has no such version."""
 
     def champion(self, pipeline: str) -> ModelVersionRef | None: ...
 

@@ -162,6 +162,15 @@ class MlflowModelRegistry:
         return self.by_alias(pipeline, CHAMPION)
 
     @_retry_transient
+    def version(self, pipeline: str, version: str) -> ModelVersionRef:
+        try:
+            return _ref(self.client.get_model_version(model_name(pipeline), version))
+        except MlflowException as exc:
+            if exc.error_code in _MISSING:
+                raise NotFound(f"{model_name(pipeline)} has no version {version}") from None
+            raise
+
+    @_retry_transient
     def register(
         self, pipeline: str, *, run_id: str, source: str, mlflow_run_id: str, tags: dict[str, str]
     ) -> ModelVersionRef:
