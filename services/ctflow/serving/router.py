@@ -174,6 +174,8 @@ class Router:
             content = json.dumps({"error": f"revision {revision} did not answer: {type(exc).__name__}"}).encode()
         latency_ms = (time.perf_counter() - started) * 1000
         self.stats[revision].record(status, latency_ms)
+        if not any(name == b"ctflow-revision" for name, _ in headers):  # a model that failed sets no headers
+            headers.append((b"ctflow-revision", revision.encode()))
         headers.append((b"content-length", str(len(content)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": content})
