@@ -39,14 +39,18 @@ class Good(torch.nn.Module):
 
 
 class Flaky(Good):
-    """Fails about `share` of its predictions (TorchServe answers those 500)."""
+    """Fails about `share` of its predictions (TorchServe answers those 500) once it has answered a few
+    (its warm-up and smoke test pass: the failures show only under traffic, as a leak's would)."""
 
-    def __init__(self, share: float) -> None:
+    def __init__(self, share: float, healthy_calls: int = 10) -> None:
         super().__init__()
         self.share = share
+        self.healthy_calls = healthy_calls
+        self.register_buffer("calls", torch.zeros(1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if bool(torch.rand(1) < self.share):
+        self.calls += 1
+        if bool(self.calls > self.healthy_calls) and bool(torch.rand(1) < self.share):
             raise RuntimeError("injected model failure")
         return self.linear(x.reshape(x.shape[0], -1))
 
@@ -68,7 +72,7 @@ class Slow(Good):
 
 def write_model(folder: Path, kind: str = "good") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    model: torch.nn.Module = {"good": lambda: Good(), "flaky": lambda: Flaky(0.3), "slow": lambda: Slow(400)}[kind]()
+    model: torch.nn.Module = {"good": lambda: Good(), "flaky": lambda: Flaky(0.3), "slow": lambda: Slow(40)}[kind]()
     torch.jit.script(model.eval()).save(str(folder / "model.pt"))
     config = {
         "format_version": 1,
@@ -124,28 +128,31 @@ class Answers:
     by_version: Counter[str] = field(default_factory=Counter)
     by_status: Counter[int] = field(default_factory=Counter)
     stable_failures: int = 0  # 5xx (or no answer) from a version that was not the canary's
+    failures: list[str] = field(default_factory=list)
 
 
 class Traffic:
     """Live requests to a service's URL from a background thread, at about `rate` per second."""
 
-    def __init__(self, url: str, *, rate: float = 60.0, canary_version: str | None = None) -> None:
-        self.url, self.rate, self.canary_version = url, rate, canary_version
+    def __init__(self, url: str, *, rate: float = 60.0, threads: int = 1, canary_version: str | None = None) -> None:
+        self.url, self.rate, self.canary_version = url, rate / threads, canary_version
         self.answers = Answers()
         self.windows: list[tuple[float, str, int]] = []  # (time, version header, status)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._threads = [threading.Thread(target=self._run, args=(n,), daemon=True) for n in range(threads)]
 
     def __enter__(self) -> Traffic:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        self._thread.join(timeout=10)
+        for thread in self._threads:
+            thread.join(timeout=10)
 
-    def _run(self) -> None:
-        rng = random.Random(7)
+    def _run(self, n: int) -> None:
+        rng = random.Random(n)
         with httpx.Client(timeout=10) as client:
             while not self._stop.is_set():
                 started = time.monotonic()
@@ -153,11 +160,12 @@ class Traffic:
                     answer = client.post(self.url, json={"instances": [instance(rng)]})
                     revision, status = answer.headers.get("ctflow-revision", "?"), answer.status_code
                     version = revision.rsplit("-v", 1)[-1].split("-")[0] if "-v" in revision else "?"
-                except httpx.HTTPError:
-                    version, status = "?", 599
+                except httpx.HTTPError as exc:
+                    revision, version, status = repr(exc), "?", 599
                 self.answers.by_version[version] += 1
                 self.answers.by_status[status] += 1
                 self.windows.append((time.time(), version, status))
                 if status >= 500 and version != self.canary_version:
                     self.answers.stable_failures += 1
+                    self.answers.failures.append(f"{status} from {revision}: {answer.text[:200]}")
                 self._stop.wait(max(0.0, 1 / self.rate - (time.monotonic() - started)))

@@ -12,7 +12,8 @@ Phases:
   passed. A first deployment (nothing serving yet) then goes to 100% at once.
 - `analysing`: the canary has `plan.steps[step]` percent. After every traffic change a
   warm-up is left out; then each window of `plan.analysis_interval_seconds` is judged:
-  passed (the step advances, or after the last step the rollout promotes), failed
+  passed (the step advances; reaching the last step, 100%, is the promotion: traffic and
+  the champion alias move together, so the champion is always what has the traffic), failed
   (`plan.failed_windows` failures in a row roll back), or inconclusive (too few canary
   requests: synthetic requests are asked for when the plan allows, so the analysis
   neither stalls nor passes a canary nobody called). Inconclusive for longer than
@@ -213,8 +214,10 @@ def _analysing(state: State, plan: Plan, seen: Observation) -> tuple[State, list
     next_state = replace(state, window_started_at=seen.now)
     actions: list[Action] = []
     if plan.synthetic_traffic:
-        actions.append(SendSynthetic(plan.min_requests - canary.requests))
-        why += f"; sending {plan.min_requests - canary.requests} synthetic requests to the canary"
+        # A window's worth, not the last window's shortfall: live traffic that was thin stays thin, and the
+        # next window must be judged, not found short again.
+        actions.append(SendSynthetic(plan.min_requests))
+        why += f"; sending {plan.min_requests} synthetic requests to the canary"
     return next_state, actions, _decision(next_state, seen, "inconclusive", why, figures)
 
 
@@ -287,6 +290,8 @@ def _set_step(
     figures: dict[str, float | int | None] | None = None,
 ) -> tuple[State, list[Action], Decision]:
     weight = plan.steps[step]
+    if weight == 100:  # the last step: all traffic to the canary is its promotion (champion and traffic move together)
+        return _promote(state, seen, f"{why}; the last step is 100%: promoted", figures)
     next_state = replace(
         state,
         phase="analysing",

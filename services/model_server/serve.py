@@ -56,7 +56,7 @@ def free_loopback_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def config_properties(*, host: str, port: int, model_store: Path, model_name: str, workers: int = 1) -> str:
+def config_properties(*, host: str, port: int, model_store: Path, model_name: str, tmp: Path, workers: int = 1) -> str:
     netloc = f"[{host}]" if ":" in host else host
     lines = {
         "inference_address": f"http://{netloc}:{port}",
@@ -78,7 +78,10 @@ def config_properties(*, host: str, port: int, model_store: Path, model_name: st
         "async_logging": "true",
         "metrics_mode": "prometheus",
         "enable_envvars_config": "false",
-        "vmargs": "-Xmx512m -XX:+UseContainerSupport -XX:+ExitOnOutOfMemoryError -XX:TieredStopAtLevel=1",
+        # Workers talk to the frontend over Unix sockets named after their port in java.io.tmpdir: a port
+        # and a temp folder of this server's own, so servers side by side (embedded) never share one.
+        "initial_worker_port": str(free_loopback_port()),
+        "vmargs": f"-Xmx512m -XX:+UseContainerSupport -XX:+ExitOnOutOfMemoryError -Djava.io.tmpdir={tmp}",
     }
     return "".join(f"{key}={value}\n" for key, value in lines.items())
 
@@ -95,13 +98,19 @@ def prepare(env: Mapping[str, str]) -> tuple[list[str], dict[str, str]]:
     config = work / "config.properties"
     host = env.get("CTFLOW_SERVE_HOST", "0.0.0.0")
     port, name = int(env.get("PORT", "8080")), env.get("CTFLOW_MODEL_NAME", "model")
-    config.write_text(config_properties(host=host, port=port, model_store=store, model_name=name))
+    # TorchServe's pid file and its workers' Unix sockets: this server's own, on a short path (a socket's
+    # path must stay under 108 bytes, which a folder deep in a home would not).
+    tmp = Path(tempfile.gettempdir(), f"ctflow-ts-{port}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(mode=0o700)
+    config.write_text(config_properties(host=host, port=port, model_store=store, model_name=name, tmp=tmp))
     torchserve = shutil.which("torchserve", path=os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", ""))
     if torchserve is None:
         raise RefusedArchive("torchserve is not installed (pip install 'ctflow[serve]')")
     argv = [torchserve, "--foreground", "--ncs", "--disable-token-auth", "--ts-config", str(config)]
     (work / "logs").mkdir(exist_ok=True)
-    return argv, {**env, "LOG_LOCATION": str(work / "logs"), "METRICS_LOCATION": str(work / "logs")}
+    logs = str(work / "logs")
+    return argv, {**env, "LOG_LOCATION": logs, "METRICS_LOCATION": logs, "TMPDIR": str(tmp), "TEMP": str(tmp)}
 
 
 def main() -> int:

@@ -8,6 +8,7 @@ back on its own, with a fast plan (2 s windows).
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +19,6 @@ import yaml
 from ctflow.deps import Dependencies
 from ctflow.embedded.stack import EmbeddedStack
 from ctflow.ledger import rollouts
-from ctflow.registry import CHAMPION
 from ctflow.settings import REPO_ROOT, Settings
 from tests.serving_support import Traffic, announce, register, write_model
 from tests.support import wait_for
@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 FAST_PLAN = {
     "service": "digits-model",
     "canary_steps": [20, 50, 100],
-    "analysis_interval_seconds": 2,
+    "analysis_interval_seconds": 2.5,
     "warmup_seconds": 0.5,
     "min_requests": 20,
     "max_error_rate": 0.05,
@@ -50,10 +50,12 @@ def pipelines_dir(folder: Path, **serving: object) -> Path:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
+def stack(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[EmbeddedStack]:
+    """The stack, with the fast plan (and what a test's `serving` marker changes in it)."""
+    marker = request.node.get_closest_marker("serving")
     settings = Settings(
         home=tmp_path / "home",
-        pipelines_dir=pipelines_dir(tmp_path / "pipelines"),
+        pipelines_dir=pipelines_dir(tmp_path / "pipelines", **(marker.kwargs if marker else {})),
         reconcile_interval_seconds=0.5,
         rollout_tick_seconds=0.5,
     )
@@ -97,3 +99,126 @@ def test_a_first_deployment_serves_all_traffic_and_moves_the_champion(stack: Emb
     assert answer.json()["model_version"] == version
     assert answer.headers["ctflow-model-version"] == version
     assert answer.headers["ctflow-revision"].startswith("digits-model-v1-")
+
+
+def decisions_of(deps: Dependencies, rollout_id: str) -> list[tuple[float, str, int, str]]:
+    with deps.ledger.reading() as tx:
+        return [(d.at.timestamp(), d.phase, d.weight, d.reason) for d in rollouts.decisions(tx, rollout_id)]
+
+
+def canary_rollout(stack: EmbeddedStack, tmp_path: Path, kind: str, tag: str) -> str:
+    deps = stack.dependencies
+    run_id, version = register(deps, "digits", write_model(tmp_path / tag, kind), tag)
+    announce(deps, "digits", run_id, version)
+    return version
+
+
+def agree(deps: Dependencies, stack: EmbeddedStack) -> None:
+    """Registry and serving agree: the champion is the version serving all traffic, or the stable (older)
+    one while a canary has a share."""
+    weights = deps.serving.traffic("digits-model")
+    versions = {int(rev.rsplit("-v", 1)[1].split("-")[0]) for rev, pct in weights.items() if pct}
+    assert str(min(versions)) == champion(deps), (champion(deps), weights)
+
+
+def settled_check(deps: Dependencies, rollout_id: str) -> None:
+    """Between ticks (the last decision's actions carried out, nothing moving), registry and serving agree."""
+    before = rollout_of(deps, rollout_id)
+    if before["pending"] is not None:
+        return
+    weights, current = deps.serving.traffic("digits-model"), champion(deps)
+    if rollout_of(deps, rollout_id) != before:
+        return  # a tick happened while reading
+    versions = {int(rev.rsplit("-v", 1)[1].split("-")[0]) for rev, pct in weights.items() if pct}
+    assert str(min(versions)) == current, (current, weights, before["phase"])
+
+
+@pytest.mark.serving(analysis_interval_seconds=8)  # >= 200 requests a step at the router
+def test_a_better_canary_is_stepped_through_every_weight_and_promoted(stack: EmbeddedStack, tmp_path: Path) -> None:
+    deps = stack.dependencies
+    stable = first_deployment(stack, tmp_path)
+    url = f"{stack.serving_urls['digits'].rstrip('/')}/v1/models/digits:predict"
+    with Traffic(url, rate=100, threads=2) as live:
+        version = canary_rollout(stack, tmp_path, "good", "v2")
+        rollout_id = f"digits-production-v{version}"
+
+        def promoted() -> bool:
+            ro = rollout_of(deps, rollout_id)
+            if ro["phase"] != "promoted":
+                assert champion(deps) == stable  # the champion moves only at promotion
+            settled_check(deps, rollout_id)
+            return ro["phase"] == "promoted" and ro["pending"] is None
+
+        wait_for(promoted, timeout=120, interval=0.2)
+    assert champion(deps) == version
+    assert deps.registry.by_alias("digits", "previous").version == stable
+    assert deps.serving.traffic("digits-model") == {rollout_of(deps, rollout_id)["serving"]["revision"]["name"]: 100}
+    assert live.answers.stable_failures == 0, live.answers.failures
+    # At each step the share of requests the canary answered is within 5 points of its weight.
+    decided = decisions_of(deps, rollout_id)
+    spans: list[tuple[int, float, float]] = []  # (weight, from, to)
+    for (at, _, weight, _), (later, *_) in zip(decided, [*decided[1:], (time.time(), "", 0, "")], strict=True):
+        if spans and spans[-1][0] == weight:
+            spans[-1] = (weight, spans[-1][1], later)
+        else:
+            spans.append((weight, at, later))
+    checked = []
+    for weight, start, end in spans:
+        window = [v for t, v, status in live.windows if start + 0.2 < t < end and status == 200]
+        if weight in (20, 50):
+            assert len(window) >= 200, (weight, len(window))
+            share = 100 * sum(1 for v in window if v == version) / len(window)
+            per_second = Counter(
+                (int(t - start), v) for t, v, status in live.windows if start + 0.2 < t < end and status == 200
+            )
+            assert abs(share - weight) <= 5, (weight, share, len(window), sorted(per_second.items()))
+            checked.append(weight)
+    assert checked == [20, 50], spans
+
+
+@pytest.mark.parametrize(("kind", "problem"), [("flaky", "error rate"), ("slow", "p95")])
+def test_a_faulty_canary_is_rolled_back_and_stable_never_fails(
+    stack: EmbeddedStack, tmp_path: Path, kind: str, problem: str
+) -> None:
+    deps = stack.dependencies
+    stable = first_deployment(stack, tmp_path)
+    url = f"{stack.serving_urls['digits'].rstrip('/')}/v1/models/digits:predict"
+    with Traffic(url, rate=60, canary_version="2") as live:
+        version = canary_rollout(stack, tmp_path, kind, "v2")
+        rollout_id = f"digits-production-v{version}"
+        wait_for(lambda: rollout_of(deps, rollout_id)["phase"] == "analysing", timeout=90, interval=0.1)
+        began, began_at = time.monotonic(), time.time()
+        wait_for(lambda: rollout_of(deps, rollout_id)["phase"] == "rolled_back", timeout=30, interval=0.1)
+        took = time.monotonic() - began
+        wait_for(lambda: rollout_of(deps, rollout_id)["pending"] is None, timeout=10)
+    decided = [
+        f"{at - began_at:.2f} {phase} {weight}% {reason}"
+        for at, phase, weight, reason in decisions_of(deps, rollout_id)
+        if reason != "window open"
+    ]
+    assert took <= 2 * (FAST_PLAN["analysis_interval_seconds"] + FAST_PLAN["warmup_seconds"]) + 1.5, "\n".join(decided)
+    assert champion(deps) == stable
+    assert live.answers.stable_failures == 0, live.answers.failures
+    agree(deps, stack)
+    assert list(deps.serving.traffic("digits-model").values()) == [100]
+    reason = rollout_of(deps, rollout_id)["state"]["reason"]
+    assert problem in reason, reason
+    detail = httpx.get(f"{stack.urls['status-api'].rstrip('/')}/rollouts/{rollout_id}", timeout=10).json()
+    failed = [d for d in detail["decisions"] if d["verdict"] == "failed"]
+    assert failed and failed[-1]["figures"]["canary_requests"] >= FAST_PLAN["min_requests"]
+
+
+@pytest.mark.parametrize(("kind", "outcome"), [("good", "promoted"), ("flaky", "rolled_back")])
+def test_with_no_live_traffic_synthetic_requests_decide(
+    stack: EmbeddedStack, tmp_path: Path, kind: str, outcome: str
+) -> None:
+    deps = stack.dependencies
+    stable = first_deployment(stack, tmp_path)
+    version = canary_rollout(stack, tmp_path, kind, "v2")
+    rollout_id = f"digits-production-v{version}"
+    wait_for(lambda: rollout_of(deps, rollout_id)["phase"] == outcome, timeout=120, interval=0.2)
+    wait_for(lambda: rollout_of(deps, rollout_id)["pending"] is None, timeout=10)
+    assert champion(deps) == (version if outcome == "promoted" else stable)
+    agree(deps, stack)
+    reasons = [reason for *_, reason in decisions_of(deps, rollout_id)]
+    assert any("synthetic" in r for r in reasons), reasons

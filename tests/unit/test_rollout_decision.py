@@ -11,6 +11,7 @@ from deployer.decide import (
     MoveChampion,
     Observation,
     Plan,
+    RetireStable,
     SendSynthetic,
     SetTraffic,
     State,
@@ -59,11 +60,12 @@ def test_a_good_canary_is_stepped_through_every_weight_then_promoted_with_a_comp
     assert ticks.ready() == [SetTraffic(10)] and ticks.state.phase == "analysing"
     assert ticks.tick(5, canary=GOOD, stable=STABLE) == []  # still in its warm-up: the window is open
     assert ticks.window() == [SetTraffic(50)]
-    assert ticks.window() == [SetTraffic(100)]
-    assert ticks.window() == [SetTraffic(100), MoveChampion(expected="3", to="4")]
+    # Reaching the last step (100%) is the promotion: traffic and the champion move together, and the
+    # old stable revision, left without traffic, is retired.
+    assert ticks.window() == [SetTraffic(100), MoveChampion(expected="3", to="4"), RetireStable()]
     assert ticks.state.phase == "promoted" and ticks.state.weight == 100
     passed = [d for d in ticks.decisions if d.verdict == "passed"]
-    assert [d.weight for d in passed] == [50, 100, 100] and passed[0].figures["canary_requests"] == 200
+    assert [d.weight for d in passed] == [50, 100] and passed[0].figures["canary_requests"] == 200
     assert ticks.tick(60) == [] and ticks.state.phase == "promoted"  # final
 
 
@@ -131,7 +133,7 @@ def test_an_inconclusive_canary_past_its_deadline_does_what_the_plan_says():
     thin = Figures(requests=0, server_errors=0, p95_ms=None)
     for when, phase, actions in (
         ("roll_back", "rolled_back", [SetTraffic(0), StopCanary()]),
-        ("promote", "promoted", [SetTraffic(100), MoveChampion("3", "4")]),
+        ("promote", "promoted", [SetTraffic(100), MoveChampion("3", "4"), RetireStable()]),
         ("pause", "paused", []),
     ):
         plan = replace(PLAN, when_inconclusive=when, inconclusive_deadline_seconds=100, synthetic_traffic=False)
@@ -150,7 +152,11 @@ def test_manual_commands_pause_resume_promote_and_abort():
     assert ticks.state.phase == "paused" and ticks.window(Figures(200, 100, 20.0)) == []  # paused: not judged
     ticks.tick(1, command="resume")
     assert ticks.state.phase == "analysing" and ticks.state.weight == 10
-    assert ticks.tick(1, command="promote", command_by="ops@example.com") == [SetTraffic(100), MoveChampion("3", "4")]
+    assert ticks.tick(1, command="promote", command_by="ops@example.com") == [
+        SetTraffic(100),
+        MoveChampion("3", "4"),
+        RetireStable(),
+    ]
     assert ticks.state.reason == "promoted by ops@example.com"
     aborted = _rollout()
     aborted.ready()
