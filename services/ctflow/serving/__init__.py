@@ -74,7 +74,7 @@ class ServingBackend(Protocol):
         synthetic traffic. The path is the same everywhere: `/v1/models/<pipeline>:predict` (KServe v1)."""
 
     def set_traffic(self, service: str, weights: dict[str, int]) -> None:
-        """Send each revision its percent (the percents sum to 100; {}: nothing serves); revisions not named get none."""
+        """Send each revision its percent (the percents sum to 100; {}: nothing serves); others get none."""
 
     def traffic(self, service: str) -> dict[str, int]:
         """The split the service applies now, as observed (not as last asked for)."""
