@@ -55,12 +55,12 @@ def _status_api(args: argparse.Namespace) -> str:
     return json.loads(endpoints.read_text())["status_api"].rstrip("/")
 
 
-def _call(method: str, url: str, **params: str | None) -> Any:
+def _call(method: str, url: str, *, json_body: Any = None, **params: str | None) -> Any:
     """The status API's JSON answer; on a refusal, exit with what the API said about it."""
     import httpx
 
     try:
-        response = httpx.request(method, url, params={k: v for k, v in params.items() if v}, timeout=90)
+        response = httpx.request(method, url, params={k: v for k, v in params.items() if v}, json=json_body, timeout=90)
     except httpx.HTTPError as exc:
         sys.exit(f"ctflow: the status API at {url} did not answer: {exc}")
     if response.is_error:
@@ -231,8 +231,85 @@ def cmd_rollouts(args: argparse.Namespace) -> int:
     return 0
 
 
+ROLLOUT_ACTIONS = ("promote", "abort", "pause", "resume")
+
+
 def cmd_rollout(args: argparse.Namespace) -> int:
-    print(json.dumps(_call("GET", f"{_status_api(args)}/rollouts/{quote(args.rollout_id, safe='')}"), indent=2))
+    """`ctflow rollout ID` shows it; `ctflow rollout promote|abort|pause|resume ID` asks the deployer."""
+    words = args.words
+    if len(words) == 1:
+        print(json.dumps(_call("GET", f"{_status_api(args)}/rollouts/{quote(words[0], safe='')}"), indent=2))
+        return 0
+    if len(words) != 2 or words[0] not in ROLLOUT_ACTIONS:
+        sys.exit(f"ctflow rollout: expected ID, or one of {', '.join(ROLLOUT_ACTIONS)} then ID; got {' '.join(words)}")
+    action, rollout_id = words
+    answer = _call(
+        "POST",
+        f"{_status_api(args)}/rollouts/{quote(rollout_id, safe='')}/{action}",
+        json_body={"by": args.by or _who(), **({"reason": args.reason} if args.reason else {})},
+    )
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print(
+            f"ctflow rollout: {action} of {rollout_id} asked; the deployer takes it on its next tick "
+            f"(now {answer['phase']} at {answer['weight']}%). Follow it with: ctflow rollout {rollout_id}"
+        )
+    return 0
+
+
+def _who() -> str:
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "ctflow-cli"
+
+
+def cmd_model(args: argparse.Namespace) -> int:
+    view = _call("GET", f"{_status_api(args)}/models/{quote(args.pipeline, safe='')}")
+    if args.json:
+        print(json.dumps(view, indent=2))
+        return 0
+    _table(
+        ("VERSION", "ALIASES", "RUN"),
+        [(v["version"], ",".join(v["aliases"]), v["run_id"]) for v in view["versions"]],
+    )
+    for environment, where in view["environments"].items():
+        traffic = ", ".join(f"{rev} {pct}%" for rev, pct in (where["traffic"] or {}).items()) or "unknown here"
+        print(f"\n{environment}: version {where['serving_version'] or '(none)'} serves; traffic: {traffic}")
+        for rollout in where["rollouts_under_way"]:
+            print(f"  rollout {rollout['rollout_id']}: {rollout['phase']} at {rollout['weight']}%")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """POST a request body ({"instances": [...]}) to the pipeline's serving URL; print the answer."""
+    import httpx
+
+    url = args.url
+    if not url:
+        endpoints = _settings(args).home / "endpoints.json"
+        if not endpoints.exists():
+            sys.exit("ctflow predict: no running stack here (start one with `ctflow up`, or pass --url)")
+        url = json.loads(endpoints.read_text()).get("serving", {}).get(args.pipeline)
+        if not url:
+            sys.exit(f"ctflow predict: the stack serves no pipeline {args.pipeline!r}")
+    try:
+        body = sys.stdin.buffer.read() if args.json == "-" else Path(args.json).read_bytes()
+    except OSError as exc:
+        sys.exit(f"ctflow predict: cannot read {args.json}: {exc}")
+    target = f"{url.rstrip('/')}/v1/models/{args.pipeline}:predict"
+    try:
+        answer = httpx.post(target, content=body, headers={"content-type": "application/json"}, timeout=60)
+    except httpx.HTTPError as exc:
+        sys.exit(f"ctflow predict: {target} did not answer: {exc}")
+    print(answer.text)
+    if answer.is_error:
+        revision = answer.headers.get("ctflow-revision", "?")
+        print(f"ctflow predict: HTTP {answer.status_code} from revision {revision}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -315,7 +392,13 @@ def parser() -> argparse.ArgumentParser:
         ("runs", cmd_runs, "List runs."),
         ("run", cmd_run, "Show one run with its timeline."),
         ("rollouts", cmd_rollouts, "List rollouts of model versions into environments."),
-        ("rollout", cmd_rollout, "Show one rollout with its plan and every decision with its figures."),
+        (
+            "rollout",
+            cmd_rollout,
+            "Show one rollout with its plan and every decision with its figures (`rollout ID`), or ask the "
+            "deployer to promote, abort, pause or resume it (`rollout promote ID`).",
+        ),
+        ("model", cmd_model, "Show a pipeline's model: versions, aliases, what serves where with which traffic."),
         ("dead-letters", cmd_dead_letters, "List dead letters, newest first, with their reasons."),
         ("replay", cmd_replay, "Send a dead letter back to its service once the cause is fixed."),
     ):
@@ -330,15 +413,27 @@ def parser() -> argparse.ArgumentParser:
         if name == "rollouts":
             c.add_argument("--pipeline")
             c.add_argument("--environment")
-            c.add_argument("--state", help="phase: readying, analysing, paused, promoted, rolled_back, superseded")
+            c.add_argument(
+                "--state", help="phase: readying, analysing, paused, promoted, rolled_back, superseded, conflict"
+            )
             c.add_argument("--json", action="store_true")
         if name == "rollout":
-            c.add_argument("rollout_id")
+            c.add_argument("words", nargs="+", metavar="[ACTION] ID", help="promote|abort|pause|resume, then the id")
+            c.add_argument("--by", help="who asks (recorded with the decision; default: your user name)")
+            c.add_argument("--reason", help="why (recorded with the decision)")
+            c.add_argument("--json", action="store_true")
+        if name == "model":
+            c.add_argument("pipeline")
+            c.add_argument("--json", action="store_true")
         if name == "dead-letters":
             c.add_argument("--status", choices=("open", "replayed"))
             c.add_argument("--consumer", help="the service that refused them, e.g. dataset-listener")
         if name == "replay":
             c.add_argument("letter_id")
+    c = command("predict", cmd_predict, "Send a prediction request to a pipeline's model and print the answer.")
+    c.add_argument("--pipeline", required=True)
+    c.add_argument("--json", required=True, metavar="FILE", help='request body {"instances": [...]}; - for stdin')
+    c.add_argument("--url", help="the serving URL (default: the stack's, from <home>/endpoints.json)")
     c = command("sample-data", cmd_sample_data, "Write a bundled sample dataset version, ready for `ctflow drop`.")
     c.add_argument("name")
     c.add_argument("dir")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ctflow.registry import CHAMPION, PREVIOUS, AliasMoved
-from ctflow.serving import Revision
+from ctflow.serving import Revision, traffic_split
 
 from .decide import Action, MoveChampion, RetireStable, SendSynthetic, SetTraffic, StopCanary
 from .traffic import holdout_instances, send_synthetic
@@ -55,15 +55,7 @@ class Target:
         )
 
     def split(self, canary_percent: int) -> dict[str, int]:
-        """The whole traffic split for a canary share (the rest to stable; nothing when neither serves)."""
-        weights: dict[str, int] = {}
-        if self.stable_revision is None:  # a first deployment: all or nothing
-            return {self.canary.name: 100} if self.canary is not None and canary_percent else {}
-        if self.canary is not None and canary_percent > 0:
-            weights[self.canary.name] = canary_percent
-        if canary_percent < 100:
-            weights[self.stable_revision] = 100 - canary_percent
-        return weights
+        return traffic_split(self.canary.name if self.canary else None, self.stable_revision, canary_percent)
 
 
 def check_champion(deps: Dependencies, target: Target, actions: list[Action]) -> None:

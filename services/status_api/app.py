@@ -6,7 +6,7 @@ from ctflow.reconciling import ReconcileStep
 from ctflow.service import DepsFactory, create_service
 from ctflow.topology import STATUS_API
 
-from . import dead_letters, rollouts, runs
+from . import dead_letters, models, rollouts, runs
 
 RECONCILERS: tuple[ReconcileStep, ...] = ()
 
@@ -15,7 +15,7 @@ def create_app(deps_factory: DepsFactory | None = None) -> FastAPI:
     return create_service(
         STATUS_API,
         takes_events=False,
-        routers=[runs.router, dead_letters.router, rollouts.router],
+        routers=[runs.router, dead_letters.router, rollouts.router, models.router],
         reconcilers=RECONCILERS,
         deps_factory=deps_factory,
     )

@@ -1,14 +1,20 @@
-"""Rollouts: list with filters, and one rollout with its plan, where it is and every decision with its figures.
+"""Rollouts: list with filters, one rollout with its plan, where it is and every decision with its figures,
+and a person's promote / abort / pause / resume.
 
-Read-only for now: the deployer that writes rollouts, and the promote/abort/pause/resume
-commands, arrive with the serving stage (issue 10).
+A command is kept on the rollout (`rollouts.command`) and taken by the deployer's next
+tick, which decides on it like on any observation (deployer.decide) and records who
+asked; the answer is 202 with the rollout as it is now. A command for a rollout that
+has ended is a 409 and changes nothing.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 
 from ctflow import states
 
@@ -46,6 +52,59 @@ async def get_rollout(rollout_id: LedgerText, deps: DepsDep) -> dict:
 
     def read(session: Session) -> dict | None:
         row = rollouts.get(session, rollout_id)
-        return rollout_detail(row, rollouts.decisions(session, rollout_id)) if row else None
+        if row is None:
+            return None
+        return rollout_detail(row, rollouts.decisions(session, rollout_id), observed_traffic(deps, row.serving))
 
     return found(await read_ledger(deps, read), f"rollout {rollout_id!r}")
+
+
+class CommandBody(BaseModel):
+    by: str = Field("status-api", max_length=200, description="Who asks (recorded with the decision).")
+    reason: str | None = Field(None, max_length=1000)
+
+
+@router.post("/{rollout_id}/{command}", status_code=202)
+async def command_rollout(
+    rollout_id: LedgerText,
+    command: Literal["promote", "abort", "pause", "resume"],
+    deps: DepsDep,
+    body: Annotated[CommandBody | None, Body()] = None,
+) -> JSONResponse:
+    """Promote, abort, pause or resume a rollout: taken by the deployer's next tick."""
+    from starlette.concurrency import run_in_threadpool
+
+    from ctflow.ledger import rollouts
+
+    said = body or CommandBody()
+    who = said.by + (f" ({said.reason})" if said.reason else "")
+
+    def write() -> dict:
+        with deps.ledger.transaction() as tx:
+            row = rollouts.request(tx, rollout_id, command, who, datetime.now(UTC))
+            return rollout_summary(row) | {"pending_command": row.command}
+
+    try:
+        view = await run_in_threadpool(write)
+    except rollouts.UnknownRollout as exc:
+        raise HTTPException(404, str(exc)) from None
+    except rollouts.RolloutEnded as exc:
+        raise HTTPException(409, str(exc)) from None
+    return JSONResponse(jsonable(view), status_code=202)
+
+
+def observed_traffic(deps: Any, serving: dict | None) -> dict[str, int] | None:
+    """The service's split as its backend applies it now, when this process runs that backend (the embedded
+    stack); None otherwise (asking would start a router here)."""
+    if not serving or "serving" not in vars(deps):
+        return None
+    try:
+        return dict(deps.serving.traffic(serving["service"]))
+    except Exception:  # noqa: BLE001 - a view, not a decision: show what is known
+        return None
+
+
+def jsonable(view: dict) -> Any:
+    from fastapi.encoders import jsonable_encoder
+
+    return jsonable_encoder(view)

@@ -33,6 +33,7 @@ def run_detail(run: Run, timeline: list[TimelineEntry]) -> dict[str, Any]:
         "metrics": run.metrics,
         "evaluation": run.evaluation,
         "rollout_id": run.rollout_id,
+        "rollout": f"/rollouts/{run.rollout_id}" if run.rollout_id else None,
         "timeline": [
             {
                 "at": t.at,
@@ -83,13 +84,29 @@ def rollout_summary(row: RolloutRow) -> dict[str, Any]:
     }
 
 
-def rollout_detail(row: RolloutRow, decisions: list[RolloutDecision]) -> dict[str, Any]:
+def rollout_detail(
+    row: RolloutRow, decisions: list[RolloutDecision], observed: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """`observed`: the service's split as the serving backend applies it now (None: not known here)."""
+    from ctflow.serving import traffic_split
+
     steps = row.plan.get("steps") or []
+    serving = row.serving or {}
+    canary = (serving.get("revision") or {}).get("name")
     return {
         **rollout_summary(row),
         "plan": row.plan,
         "step": {"n": row.state.get("step", 0) + 1, "of": len(steps)} if row.phase == "analysing" else None,
         "desired_weight": row.state.get("weight", 0),
+        "service": serving.get("service"),
+        "canary_revision": canary,
+        "stable_revision": serving.get("stable_revision"),
+        "smoke_test": serving.get("smoke"),
+        "desired_traffic": traffic_split(canary, serving.get("stable_revision"), row.state.get("weight", 0))
+        if row.phase not in ("promoted", "rolled_back", "superseded", "conflict")
+        else None,
+        "observed_traffic": observed,
+        "pending_command": row.command,
         "decisions": [
             {
                 "at": d.at,

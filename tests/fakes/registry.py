@@ -34,7 +34,7 @@ class InMemoryModelRegistry:
     experiments: dict[str, str] = field(default_factory=dict)
     runs: dict[str, TrainingRun] = field(default_factory=dict)
     logged: dict[str, LoggedRun] = field(default_factory=dict)
-    versions: dict[str, list[ModelVersionRef]] = field(default_factory=dict)  # model name -> versions in order
+    by_name: dict[str, list[ModelVersionRef]] = field(default_factory=dict)  # model name -> versions in order
     aliases: dict[tuple[str, str], str] = field(default_factory=dict)  # (model name, alias) -> version
     artifacts: dict[str, Path] = field(default_factory=dict)  # URI -> local folder
     _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
@@ -92,7 +92,7 @@ class InMemoryModelRegistry:
         self, pipeline: str, *, run_id: str, source: str, mlflow_run_id: str, tags: dict[str, str]
     ) -> ModelVersionRef:
         name = model_name(pipeline)
-        versions = self.versions.setdefault(name, [])
+        versions = self.by_name.setdefault(name, [])
         for place, found in enumerate(versions):
             if found.tags.get(RUN_TAG) == run_id:
                 versions[place] = replace(found, tags={**found.tags, **tags})
@@ -103,6 +103,9 @@ class InMemoryModelRegistry:
 
     def version(self, pipeline: str, version: str) -> ModelVersionRef:
         return self._version(pipeline, version)
+
+    def versions(self, pipeline: str) -> list[ModelVersionRef]:
+        return sorted(self.by_name.get(model_name(pipeline), []), key=lambda ref: -int(ref.version))
 
     def set_alias(self, pipeline: str, alias: str, version: str) -> None:
         self._version(pipeline, version)  # MLflow refuses an alias to a version that does not exist
@@ -120,7 +123,7 @@ class InMemoryModelRegistry:
         self.set_alias(pipeline, alias, to_version)
 
     def _version(self, pipeline: str, version: str) -> ModelVersionRef:
-        for found in self.versions.get(model_name(pipeline), []):
+        for found in self.by_name.get(model_name(pipeline), []):
             if found.version == version:
                 return found
         raise NotFound(f"{model_name(pipeline)} has no version {version}")

@@ -75,3 +75,13 @@ def test_experiments_and_logged_runs(registry):
         "digits-evaluations", run_name="evaluate-x", tags={"ctflow.run_id": "x"}, metrics={"m": 1.0}, documents={}
     )
     assert isinstance(run_id, str) and run_id
+
+
+def test_versions_are_listed_newest_first_and_found_one_by_one(registry):
+    assert registry.versions("digits") == []
+    for run in ("run-a", "run-b"):
+        _register(registry, run)
+    assert [ref.version for ref in registry.versions("digits")] == ["2", "1"]
+    assert registry.version("digits", "1").tags[RUN_TAG] == "run-a"
+    with pytest.raises(NotFound):
+        registry.version("digits", "9")

@@ -98,7 +98,7 @@ def test_a_challenger_worse_than_the_champion_is_rejected_and_not_registered(wor
     )
     assert not poor.verdict.passed and poor.version is None and poor.champion is not None
     assert any("accuracy" in reason for reason in poor.verdict.reasons)
-    assert len(registry.versions["digits"]) == 1
+    assert len(registry.by_name["digits"]) == 1
 
 
 def test_a_run_that_is_not_this_runs_or_not_there_fails_the_evaluation(world, tmp_path):

@@ -88,5 +88,5 @@ def test_registering_again_finds_the_version_and_the_challenger_never_moves_back
     newer = _register(registry, _task("digits-2"), {})
     assert registry.by_alias("digits", CHALLENGER).version == newer.version == "2"
     again = _register(registry, _task("digits-1"), {})
-    assert again.version == first.version == "1" and len(registry.versions["digits"]) == 2
+    assert again.version == first.version == "1" and len(registry.by_name["digits"]) == 2
     assert registry.by_alias("digits", CHALLENGER).version == "2"

@@ -144,16 +144,20 @@ def of_run(session: Session, run_id: str) -> list[RolloutRow]:
     return list(session.scalars(query.order_by(RolloutRow.created_at)))
 
 
-class CommandRefused(Exception):
-    """A promote/abort/pause/resume for a rollout that has ended (or that does not exist)."""
+class UnknownRollout(LookupError):
+    """A command for a rollout the ledger does not hold."""
+
+
+class RolloutEnded(Exception):
+    """A promote/abort/pause/resume for a rollout that has ended: it changes nothing."""
 
 
 def request(session: Session, rollout: str, command: str, by: str, at: datetime) -> RolloutRow:
     """Leave a person's command for the rollout's next tick (a later command replaces one not yet taken)."""
     row = get(session, rollout, for_update=True)
     if row is None:
-        raise CommandRefused(f"no rollout {rollout!r}")
+        raise UnknownRollout(f"no rollout {rollout!r}")
     if row.phase in ROLLOUT_FINAL:
-        raise CommandRefused(f"rollout {rollout} has ended ({row.phase}); {command} changes nothing")
+        raise RolloutEnded(f"rollout {rollout} has ended ({row.phase}); {command} changes nothing")
     row.command = {"command": command, "by": by, "at": at.isoformat()}
     return row

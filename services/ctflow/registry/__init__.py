@@ -93,6 +93,9 @@ class ModelRegistry(Protocol):
     def version(self, pipeline: str, version: str) -> ModelVersionRef:
         """One registered version; NotFound if the pipeline's model has no such version."""
 
+    def versions(self, pipeline: str) -> list[ModelVersionRef]:
+        """Every registered version of the pipeline's model, newest first ([] when it has none)."""
+
     def champion(self, pipeline: str) -> ModelVersionRef | None: ...
 
     def register(

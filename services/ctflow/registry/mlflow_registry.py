@@ -162,6 +162,11 @@ class MlflowModelRegistry:
         return self.by_alias(pipeline, CHAMPION)
 
     @_retry_transient
+    def versions(self, pipeline: str) -> list[ModelVersionRef]:
+        found = self.client.search_model_versions(f"name = '{model_name(pipeline)}'", max_results=1000)
+        return sorted((_ref(mv) for mv in found), key=lambda ref: -int(ref.version))
+
+    @_retry_transient
     def version(self, pipeline: str, version: str) -> ModelVersionRef:
         try:
             return _ref(self.client.get_model_version(model_name(pipeline), version))

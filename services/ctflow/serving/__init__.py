@@ -86,6 +86,18 @@ class ServingBackend(Protocol):
         """Stop a revision that serves no traffic (a rolled-back or superseded canary, a replaced stable)."""
 
 
+def traffic_split(canary: str | None, stable: str | None, canary_percent: int) -> dict[str, int]:
+    """The whole split for a canary's share: the rest to stable; a first deployment (no stable) is all or nothing."""
+    if stable is None:
+        return {canary: 100} if canary is not None and canary_percent else {}
+    weights: dict[str, int] = {}
+    if canary is not None and canary_percent > 0:
+        weights[canary] = canary_percent
+    if canary_percent < 100:
+        weights[stable] = 100 - canary_percent
+    return weights
+
+
 def revision_name(service: str, version: str, sha256: str) -> str:
     """`<service>-v<version>-<sha8>`: Cloud Run's rule (the service's prefix, lowercase letters, digits and
     hyphens, under 64 characters) and a different name for different bytes of the same version."""
