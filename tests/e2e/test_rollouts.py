@@ -7,6 +7,7 @@ back on its own, with a fast plan (2 s windows).
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -67,7 +68,7 @@ def rollout_of(deps: Dependencies, rollout_id: str) -> dict:
     with deps.ledger.reading() as tx:
         row = rollouts.get(tx, rollout_id)
         if row is None:
-            return {"phase": None, "pending": None}
+            return {"phase": None, "pending": None, "state": {}}
         return {"phase": row.phase, "state": dict(row.state), "pending": row.pending, "serving": row.serving}
 
 
@@ -222,3 +223,76 @@ def test_with_no_live_traffic_synthetic_requests_decide(
     agree(deps, stack)
     reasons = [reason for *_, reason in decisions_of(deps, rollout_id)]
     assert any("synthetic" in r for r in reasons), reasons
+
+
+def test_a_stack_killed_mid_rollout_finishes_it_after_a_restart_adopting_its_revisions(tmp_path: Path) -> None:
+    """SIGKILL of `ctflow up` while the canary has a share: the TorchServe processes outlive it, the next
+    `ctflow up` on the home adopts them (same pids), and the rollout ends promoted with registry and serving
+    agreeing."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from ctflow import bootstrap
+
+    home, pipelines = tmp_path / "home", pipelines_dir(tmp_path / "pipelines", analysis_interval_seconds=3)
+    env = {
+        **os.environ,
+        "CTFLOW_PIPELINES_DIR": str(pipelines),
+        "CTFLOW_RECONCILE_INTERVAL_SECONDS": "0.5",
+        "CTFLOW_ROLLOUT_TICK_SECONDS": "0.5",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+
+    def up() -> subprocess.Popen:  # type: ignore[type-arg]
+        (home / "endpoints.json").unlink(missing_ok=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ctflow.cli", "up", "--home", str(home)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        wait_for(lambda: (home / "endpoints.json").exists() or proc.poll() is not None, timeout=60)
+        assert proc.poll() is None
+        return proc
+
+    first = up()
+    deps = bootstrap.build(Settings(home=home, pipelines_dir=pipelines))
+    try:
+        run_id, v1 = register(deps, "digits", write_model(tmp_path / "m1"), "v1")
+        announce(deps, "digits", run_id, v1)
+        wait_for(lambda: rollout_of(deps, "digits-production-v1")["phase"] == "promoted", timeout=90)
+        run_id, v2 = register(deps, "digits", write_model(tmp_path / "m2"), "v2")
+        announce(deps, "digits", run_id, v2)
+        rollout_id = f"digits-production-v{v2}"
+        wait_for(lambda: rollout_of(deps, rollout_id)["state"].get("weight") == 20, timeout=90, interval=0.1)
+        revisions = home / "serving" / "digits-model" / "revisions"
+        pids = {p.parent.name: json.loads(p.read_text())["pid"] for p in revisions.glob("*/server.json")}
+        assert len(pids) == 2
+        os.kill(first.pid, signal.SIGKILL)
+        first.wait()
+        second = up()
+        try:
+            wait_for(lambda: rollout_of(deps, rollout_id)["phase"] == "promoted", timeout=90, interval=0.2)
+            wait_for(lambda: rollout_of(deps, rollout_id)["pending"] is None, timeout=10)
+            router = json.loads((home / "endpoints.json").read_text())["serving"]["digits"].rstrip("/")
+            canary = rollout_of(deps, rollout_id)["serving"]["revision"]["name"]
+            assert httpx.get(f"{router}/healthz", timeout=5).json()["weights"] == {canary: 100}
+            assert champion(deps) == v2
+            # The canary was adopted, not restarted; the old stable revision was retired after the promotion.
+            now = {p.parent.name: json.loads(p.read_text())["pid"] for p in revisions.glob("*/server.json")}
+            assert now == {canary: pids[canary]}
+            answer = httpx.post(f"{router}/v1/models/digits:predict", json={"instances": [[[[0.5] * 8] * 8]]})
+            assert answer.status_code == 200 and answer.json()["model_version"] == v2
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        deps.ledger.dispose()
+        for server in (home / "serving").glob("*/revisions/*/server.json"):  # whatever a failure left running
+            with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
+                os.killpg(json.loads(server.read_text())["pid"], signal.SIGKILL)

@@ -126,6 +126,7 @@ class EmbeddedServing:
             process = self._adopt(folder, revision) or self._launch(service, folder, revision)
             svc.processes[revision.name] = process
             svc.router.add(revision.name, process.base_url)
+            svc.router.set_ready(revision.name, process.ready)  # an adopted revision that answers serves at once
 
     def ready(self, service: str, revision: str) -> bool:
         svc = self._service(service)
@@ -220,6 +221,7 @@ class EmbeddedServing:
             process = self._adopt(server_file.parent, revision) or self._launch(svc.name, server_file.parent, revision)
             svc.processes[revision.name] = process
             svc.router.add(revision.name, process.base_url)
+            svc.router.set_ready(revision.name, process.ready)  # an adopted revision that answers serves at once
         with contextlib.suppress(OSError, ValueError):
             weights = json.loads((self.root / svc.name / "traffic.json").read_text())
             svc.router.set_weights({rev: int(pct) for rev, pct in weights.items() if rev in svc.processes})
