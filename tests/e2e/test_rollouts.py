@@ -20,6 +20,7 @@ import yaml
 from ctflow.deps import Dependencies
 from ctflow.embedded.stack import EmbeddedStack
 from ctflow.ledger import rollouts
+from ctflow.registry import CHAMPION
 from ctflow.settings import REPO_ROOT, Settings
 from tests.serving_support import Traffic, announce, register, write_model
 from tests.support import wait_for
@@ -296,3 +297,100 @@ def test_a_stack_killed_mid_rollout_finishes_it_after_a_restart_adopting_its_rev
         for server in (home / "serving").glob("*/revisions/*/server.json"):  # whatever a failure left running
             with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
                 os.killpg(json.loads(server.read_text())["pid"], signal.SIGKILL)
+
+
+BAD_REQUESTS = {
+    "wrong shape": b'{"instances": [[[1, 2, 3]]]}',
+    "wrong dtype": b'{"instances": [[[["a", 0, 0, 0, 0, 0, 0, 0]]]]}',
+    "NaN": b'{"instances": [[[' + b",".join([b"[NaN,0,0,0,0,0,0,0]"] + [b"[0,0,0,0,0,0,0,0]"] * 7) + b"]]]}",
+    "out of range": b'{"instances": [[[' + b",".join([b"[7,0,0,0,0,0,0,0]"] + [b"[0,0,0,0,0,0,0,0]"] * 7) + b"]]]}",
+    "no instances": b'{"instances": []}',
+    "not an object": b"[1, 2]",
+    "empty": b"",
+    "not JSON": b"this is not json",
+    "10 MB": b'{"instances": [' + b"0," * (5 * 1024 * 1024) + b"0]}",
+}
+
+
+def test_bad_requests_get_a_4xx_with_a_reason_and_count_as_client_errors(stack: EmbeddedStack, tmp_path: Path) -> None:
+    deps = stack.dependencies
+    first_deployment(stack, tmp_path)
+    revision = next(iter(deps.serving.traffic("digits-model")))
+    base = stack.serving_urls["digits"].rstrip("/")
+    since = time.time()
+    for url in (f"{base}/v1/models/digits:predict", f"{base}/revisions/{revision}/v1/models/digits:predict"):
+        for what, body in BAD_REQUESTS.items():
+            answer = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
+            assert 400 <= answer.status_code < 500, (what, answer.status_code, answer.text)
+            assert answer.json()["error"], what
+    shape = httpx.post(f"{base}/v1/models/digits:predict", content=BAD_REQUESTS["wrong shape"], timeout=10)
+    assert "instance 0" in shape.json()["error"] and "shape" in shape.json()["error"]
+    figures = deps.serving.figures("digits-model", revision, since, time.time())
+    assert figures.requests == 0 and figures.server_errors == 0  # nothing held against the revision
+    # The ones the model server saw are its client errors; the router refused the empty and oversized ones.
+    assert figures.client_errors == 2 * (len(BAD_REQUESTS) - 2) + 1
+
+
+@pytest.mark.serving(analysis_interval_seconds=600, synthetic_traffic=False)  # nothing passes unless a person acts
+def test_commands_supersede_and_a_moved_champion(stack: EmbeddedStack, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    deps = stack.dependencies
+    api = stack.urls["status-api"].rstrip("/")
+    v1 = first_deployment(stack, tmp_path)
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "ctflow.cli", *args, "--api", api], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    def reach(rollout_id: str, phase: str, weight: int | None = None) -> dict:
+        def there() -> bool:
+            ro = rollout_of(deps, rollout_id)
+            return ro["phase"] == phase and ro["pending"] is None and weight in (None, ro["state"].get("weight"))
+
+        wait_for(there, timeout=90, interval=0.1)
+        settled_check(deps, rollout_id)
+        return rollout_of(deps, rollout_id)
+
+    v2 = canary_rollout(stack, tmp_path, "good", "v2")
+    r2 = f"digits-production-v{v2}"
+    reach(r2, "analysing", 20)
+    answer = httpx.post(f"{api}/rollouts/{r2}/pause", json={"by": "alice", "reason": "looking"}, timeout=10)
+    assert answer.status_code == 202 and answer.json()["pending_command"]["command"] == "pause"
+    assert reach(r2, "paused")["state"]["reason"] == "paused by alice (looking)"
+    cli("rollout", "resume", r2, "--by", "alice")
+    reach(r2, "analysing", 20)
+    # A newer version supersedes v2: traffic back to stable first, registry untouched.
+    v3 = canary_rollout(stack, tmp_path, "good", "v3")
+    r3 = f"digits-production-v{v3}"
+    assert "superseded by version 3" in reach(r2, "superseded")["state"]["reason"]
+    assert champion(deps) == v1
+    reach(r3, "analysing", 20)
+    assert "promote of" in cli("rollout", "promote", r3, "--by", "bob")
+    assert reach(r3, "promoted")["state"]["reason"] == "promoted by bob"
+    assert champion(deps) == v3 and deps.registry.by_alias("digits", "previous").version == v1
+    # Someone moves the champion by hand mid-rollout: the promotion ends in a recorded conflict.
+    v4 = canary_rollout(stack, tmp_path, "good", "v4")
+    r4 = f"digits-production-v{v4}"
+    reach(r4, "analysing", 20)
+    deps.registry.set_alias("digits", CHAMPION, v1)
+    cli("rollout", "promote", r4)
+    ended = wait_for(lambda: (ro := rollout_of(deps, r4))["phase"] == "conflict" and ro["pending"] is None and ro)
+    assert "names version 1, not 3" in ended["state"]["reason"]
+    assert champion(deps) == v1  # left as the person set it
+    assert list(deps.serving.traffic("digits-model")) == [rollout_of(deps, r3)["serving"]["revision"]["name"]]
+    # Ended rollouts refuse commands; the run detail links its rollout; the model view shows it all.
+    assert httpx.post(f"{api}/rollouts/{r4}/abort", timeout=10).status_code == 409
+    assert httpx.post(f"{api}/rollouts/nothing-here/abort", timeout=10).status_code == 404
+    run = httpx.get(f"{api}/runs/{httpx.get(f'{api}/rollouts/{r3}').json()['run_id']}", timeout=10).json()
+    assert run["state"] == "promoted" and run["rollout"] == f"/rollouts/{r3}"
+    model = httpx.get(f"{api}/models/digits", timeout=30).json()
+    assert [v["version"] for v in model["versions"]] == ["4", "3", "2", "1"]
+    assert model["aliases"] == {"champion": "1", "challenger": None, "previous": "1"}
+    assert model["environments"]["production"]["serving_version"] == v3
+    phases = {r["rollout_id"]: r["phase"] for r in httpx.get(f"{api}/rollouts", timeout=10).json()}
+    assert phases == {"digits-production-v1": "promoted", r2: "superseded", r3: "promoted", r4: "conflict"}
