@@ -167,6 +167,15 @@ def stop_trainers(home: Path) -> None:
             os.killpg(pid, signal.SIGKILL)
 
 
+def stop_servers(home: Path) -> None:
+    """Kill the TorchServe revisions a killed stack left running (they outlive it, to be adopted)."""
+    import signal
+
+    for record in home.glob("serving/*/revisions/*/server.json"):
+        with suppress(ProcessLookupError, PermissionError, ValueError, KeyError):
+            os.killpg(int(json.loads(record.read_text())["pid"]), signal.SIGKILL)
+
+
 def start_service(
     module: str, env: dict[str, str], port: int | None = None, timeout: float = 60
 ) -> tuple[subprocess.Popen, float, int]:  # type: ignore[type-arg]

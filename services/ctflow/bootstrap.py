@@ -38,7 +38,7 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
         authenticate = GoogleOidcVerifier(settings.oidc_audience, settings.allowed_invokers)
         invoker_headers = google_invoker_headers
         make_training = _adapter("ctflow.training.vertex:VertexBackend")
-        make_serving = _unbuilt("Cloud Run serving (the run_v2 adapter) is not built yet; embedded mode serves")
+        make_serving = _adapter("ctflow.serving.cloudrun:CloudRunServing")
     return Dependencies(
         settings=settings,
         ledger=ledger,
@@ -133,13 +133,6 @@ def embedded_serving(deps: Dependencies) -> object:
     from .serving.embedded import EmbeddedServing
 
     return EmbeddedServing(deps.settings, deps.blobs)
-
-
-def _unbuilt(why: str) -> Callable[[Dependencies], object]:
-    def refuse(deps: Dependencies) -> object:
-        raise RuntimeError(why)
-
-    return refuse
 
 
 def _adapter(ref: str, **options: object) -> Callable[[Dependencies], object]:

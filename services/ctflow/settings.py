@@ -61,6 +61,12 @@ class Settings(BaseSettings):
 
     # Serving. Embedded: the router refuses prediction bodies over this size (413).
     max_prediction_bytes: int = 2 * 1024 * 1024
+    # gcp serving: Cloud Run Admin v2 and Cloud Monitoring endpoints (default: Google's; tests: a loopback fake),
+    # and how late Monitoring's data may arrive (Cloud Run documents up to 180 s): a window is judged only
+    # once it ended this long ago.
+    cloud_run_api_endpoint: str | None = None
+    monitoring_api_endpoint: str | None = None
+    serving_metrics_delay_seconds: float = Field(default=180.0, ge=0)
     # How often the deployer's reconcile step ticks each rollout (embedded timer; gcp: Cloud Scheduler's).
     rollout_tick_seconds: float = Field(default=1.0, gt=0)
 

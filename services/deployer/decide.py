@@ -76,6 +76,13 @@ class Observation:
     command: Command | None = None
     command_by: str = ""
     superseded_by: str | None = None  # a newer version registered for this environment
+    # The figures are complete up to here (epoch seconds; None: up to `now`). A backend whose figures
+    # arrive late (Cloud Monitoring) has a window judged only once they are complete to its end.
+    complete_until: float | None = None
+
+    @property
+    def horizon(self) -> float:
+        return self.now if self.complete_until is None else min(self.now, self.complete_until)
 
 
 @dataclass(frozen=True)
@@ -189,7 +196,7 @@ def _readying(state: State, plan: Plan, seen: Observation) -> tuple[State, list[
 
 
 def _analysing(state: State, plan: Plan, seen: Observation) -> tuple[State, list[Action], Decision]:
-    if seen.now < state.window_started_at + plan.analysis_interval_seconds:
+    if seen.horizon < state.window_started_at + plan.analysis_interval_seconds:
         return state, [], _decision(state, seen, None, "window open")
     canary, stable = seen.canary or Figures(0, 0, None), seen.stable
     figures = _figures(canary, stable)

@@ -183,6 +183,9 @@ def _observe(deps: Dependencies, snap: _Snapshot) -> tuple[d.Observation, dict[s
         ran = None
     seen["smoke_passed"] = smoke["passed"] if smoke else None
     if state.phase == "analysing":
+        # Judged on complete figures only: a window counts as over once the backend's data is complete up to
+        # its end (Cloud Monitoring's lags by minutes; the embedded router's not at all).
+        now = seen["complete_until"] = now - serving.metrics_delay_seconds
         since = state.window_started_at
         canary = serving.figures(target.service, target.canary.name, since, now)
         seen["canary"] = d.Figures(canary.requests, canary.server_errors, canary.p95_ms)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import stop_trainers, wait_for
+from tests.support import stop_servers, stop_trainers, wait_for
 
 RECONCILE_INTERVAL_SECONDS = 1.0
 
@@ -49,3 +49,4 @@ def stack(tmp_path: Path) -> Iterator[tuple[Path, str, subprocess.Popen]]:  # ty
             proc.kill()
             proc.wait()
         stop_trainers(home)
+        stop_servers(home)

@@ -7,7 +7,6 @@ back on its own, with a fast plan (2 s windows).
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from ctflow.ledger import rollouts
 from ctflow.registry import CHAMPION
 from ctflow.settings import REPO_ROOT, Settings
 from tests.serving_support import Traffic, announce, register, write_model
-from tests.support import wait_for
+from tests.support import stop_servers, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -294,9 +293,7 @@ def test_a_stack_killed_mid_rollout_finishes_it_after_a_restart_adopting_its_rev
         if first.poll() is None:
             first.kill()
         deps.ledger.dispose()
-        for server in (home / "serving").glob("*/revisions/*/server.json"):  # whatever a failure left running
-            with contextlib.suppress(ProcessLookupError, ValueError, KeyError):
-                os.killpg(json.loads(server.read_text())["pid"], signal.SIGKILL)
+        stop_servers(home)  # whatever a failure left running
 
 
 BAD_REQUESTS = {

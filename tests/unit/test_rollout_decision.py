@@ -120,11 +120,11 @@ def test_limits_relative_to_stable_catch_what_absolute_ones_allow():
 
 
 def test_thin_traffic_asks_for_synthetic_requests_instead_of_stalling_or_passing():
-    """Below the minimum the window is inconclusive (never passed), and the shortfall is sent to the canary."""
+    """Below the minimum the window is inconclusive (never passed), and a window's worth of synthetic requests is sent to the canary."""
     ticks = _rollout()
     ticks.ready()
     thin = Figures(requests=12, server_errors=0, p95_ms=15.0)
-    assert ticks.window(thin) == [SendSynthetic(38)]
+    assert ticks.window(thin) == [SendSynthetic(50)]
     assert ticks.decisions[-1].verdict == "inconclusive" and ticks.state.weight == 10
     assert ticks.window() == [SetTraffic(50)]  # the next window, with the synthetic requests in it, is judged
 
@@ -189,3 +189,16 @@ def test_the_plan_is_the_pipeline_specs_serving_section_field_for_field():
     for steps in ([50, 10, 100], [10, 50]):
         with pytest.raises(ValidationError, match="increase and end at 100"):
             ServingSpec(service="x", canary_steps=steps)
+
+
+def test_a_window_is_judged_only_once_its_figures_are_complete_and_the_next_one_starts_at_the_decision():
+    """Cloud Monitoring's figures arrive up to minutes late: a window that has ended in time but not in data
+    stays open; once judged, the next window and its warm-up start from the decision (when traffic moved)."""
+    ticks = _rollout()
+    ticks.ready()
+    lag = 180.0
+    over = PLAN.warmup_seconds + PLAN.analysis_interval_seconds
+    assert ticks.tick(over, canary=GOOD, stable=STABLE, complete_until=ticks.now + over - lag) == []
+    assert ticks.decisions[-1].reason == "window open"
+    assert ticks.tick(lag, canary=GOOD, stable=STABLE, complete_until=ticks.now + lag - lag) == [SetTraffic(50)]
+    assert ticks.state.window_started_at == ticks.now + PLAN.warmup_seconds  # from the decision, not the horizon

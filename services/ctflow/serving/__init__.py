@@ -54,6 +54,9 @@ class ServingError(RuntimeError):
 
 
 class ServingBackend(Protocol):
+    # How late a revision's figures may arrive: a window is judged once it ended this long ago.
+    metrics_delay_seconds: float
+
     def open(self, services: list[str]) -> dict[str, str]:
         """Make the services reachable (restoring what served before a restart); each one's URL."""
 
