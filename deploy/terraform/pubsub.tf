@@ -28,7 +28,12 @@ locals {
       filter       = "attributes.ce-type = \"ctflow.training.completed.v1\""
       ack_deadline = 600
     }
-    # deployer-push (model.registered) comes with the deployer's handlers, as in topology.py.
+    "deployer-push" = {
+      topic        = "ctflow-events"
+      service      = "deployer"
+      filter       = "attributes.ce-type = \"ctflow.model.registered.v1\""
+      ack_deadline = 60
+    }
   }
 
   pushed_services = distinct([for s in local.push_subscriptions : s.service])

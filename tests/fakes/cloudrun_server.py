@@ -15,7 +15,8 @@ is cheap to know (design/serving-facts.md):
 - a revision is Ready once its startup probe would pass: after `startup_seconds`, or
   never for a revision the test marks as failing.
 
-The Monitoring fake (gRPC: the Monitoring client has no REST transport) holds request samples a test adds per revision (time, status, latency)
+The Monitoring fake (gRPC: the Monitoring client has no REST transport) holds request
+samples a test adds per revision (time, status, latency)
 and answers the query shape ctflow sends (ALIGN_DELTA with REDUCE_SUM grouped by
 response_code_class; ALIGN_DELTA with REDUCE_PERCENTILE_95), hiding samples newer than
 `visibility_delay` seconds, as Cloud Monitoring does.

@@ -71,7 +71,9 @@ def test_the_decision_state_and_every_decision_are_kept(ledger_url):
     actions = []
     for seen in ticks:
         with ledger.transaction() as tx:
-            actions.append(advance(tx, rollout, seen))
+            done = advance(tx, rollout, seen)
+            assert done is not None
+            actions.append(done.actions)
     assert actions == [[SetTraffic(10)], [], [SetTraffic(0), StopCanary()]]
     with ledger.reading() as tx:
         row = rollouts.get(tx, rollout)

@@ -120,7 +120,8 @@ def test_limits_relative_to_stable_catch_what_absolute_ones_allow():
 
 
 def test_thin_traffic_asks_for_synthetic_requests_instead_of_stalling_or_passing():
-    """Below the minimum the window is inconclusive (never passed), and a window's worth of synthetic requests is sent to the canary."""
+    """Below the minimum the window is inconclusive (never passed), and a window's worth of synthetic
+    requests is sent to the canary."""
     ticks = _rollout()
     ticks.ready()
     thin = Figures(requests=12, server_errors=0, p95_ms=15.0)

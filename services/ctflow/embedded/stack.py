@@ -15,7 +15,6 @@ import json
 import logging
 import math
 import os
-import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from .. import bootstrap, logs, states
 from ..atomic import write_atomically
 from ..deps import Dependencies
 from ..ledger import runs
+from ..listening import bind_loopback
 from ..reconciling import ReconcileStep, run_due, shortest_interval
 from ..settings import Settings
 from ..topology import DEPLOYER, SERVICES
@@ -37,16 +37,6 @@ from .watcher import BucketWatcher
 
 log = logging.getLogger(__name__)
 SERVICE_MODULES = {name: name.replace("-", "_") + ".app" for name in SERVICES}
-
-
-def bind_loopback(host: str, port: int = 0) -> socket.socket:
-    """A listening socket on `host` (an IPv4 or IPv6 loopback address, or localhost)."""
-    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
-    sock.listen(2048)
-    sock.set_inheritable(True)
-    return sock
 
 
 def _server(app: Any) -> uvicorn.Server:

@@ -23,6 +23,7 @@ One writer per service: the deployer's rollout lease (ctflow.ledger.leases) fenc
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -159,12 +160,10 @@ class CloudRunServing:
                 _target(t.revision, t.percent, t.tag, t.type_) for t in current.traffic if t.revision != revision
             ]
             self._update(current, mask="traffic")
-        try:
+        with contextlib.suppress(NotFound):  # deleted already (a retried stop)
             self.revisions.delete_revision(name=self._revision_path(service, revision)).result(
                 timeout=OPERATION_TIMEOUT_SECONDS
             )
-        except NotFound:
-            pass
 
     # ---- internals -------------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING
 import httpx
 
 from ..atomic import write_atomically
+from ..listening import bind_loopback, free_loopback_port
 from ..supervisor import SUPERVISOR, is_alive, start_ticks
 from . import Revision, RevisionFigures, ServingError
 from .router import Router
@@ -189,8 +190,6 @@ class EmbeddedServing:
 
         import uvicorn
 
-        from ..embedded.stack import bind_loopback
-
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
         sock = None
@@ -253,7 +252,7 @@ class EmbeddedServing:
         work = folder / "work"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir()
-        port = _free_port()
+        port = free_loopback_port()
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("CTFLOW_")},
             "PORT": str(port),
@@ -332,9 +331,3 @@ class EmbeddedServing:
             while is_alive(process.pid, process.ticks) and time.monotonic() < deadline:
                 time.sleep(0.05)
             signal_group(process.pid, signal.SIGKILL)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
