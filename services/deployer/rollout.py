@@ -243,7 +243,7 @@ def _carry_out(deps: Dependencies, snap: _Snapshot, actions: list[d.Action], lea
     target = snap.target
     try:
         check_champion(deps, target, actions)
-        carry_out(deps, target, actions, budget_seconds=max(1.0, snap.plan.analysis_interval_seconds / 2))
+        carry_out(deps, target, actions, budget_seconds=max(1.0, snap.plan.analysis_interval_seconds * 0.6))
     except ChampionMoved as moved:
         _conflict(deps, snap, moved.champion, lease)
         return
