@@ -461,21 +461,23 @@ def test_dockerignore_keeps_secrets_and_local_state_out():
     assert {".git", ".venv", "tests", "**/__pycache__", "**/*.tfstate", "deploy/terraform"} <= lines
 
 
-def test_model_server_image_serves_a_baked_archive_on_port():
-    """TorchServe image: archive baked in, foreground, only inference listens off loopback."""
+def test_model_server_image_is_generic_and_pins_what_the_project_pins():
+    """One image for every version (the archive comes from the bucket, verified by its sha256), started by
+    model_server.serve, with the torch, TorchServe and archiver versions of pyproject's extras."""
+    import tomllib
+
     instructions = dockerfile_instructions(MODEL_SERVER_DIR / "Dockerfile")
-    assert any(word == "COPY" and "config.properties" in args for word, args in instructions)
-    assert any(word == "COPY" and "model.mar" in args for word, args in instructions)
-    assert (MODEL_SERVER_DIR / "config.properties").exists()
-    cmd = [args for word, args in instructions if word == "CMD"][-1]
-    assert "torchserve" in cmd and "--foreground" in cmd and "${MODEL_STORE}" in cmd
-    lines = (MODEL_SERVER_DIR / "config.properties").read_text().splitlines()
-    config = dict(line.split("=", 1) for line in lines if line.strip() and not line.startswith("#"))
-    assert config["inference_address"] == "http://0.0.0.0:$$PORT$$"
-    assert config["management_address"].startswith("http://127.0.0.1:")
-    assert config["metrics_address"].startswith("http://127.0.0.1:")
-    assert config["default_workers_per_model"] == "1"
-    assert config["install_py_dep_per_model"] == "false"
+    assert not any(word == "COPY" and ".mar" in args for word, args in instructions)  # nothing baked in
+    assert [args for word, args in instructions if word == "CMD"][-1] == '["python", "-m", "model_server.serve"]'
+    assert any(word == "USER" and not args.startswith("0") for word, args in instructions)
+    extras = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    pinned = [
+        r
+        for r in extras["train"] + extras["serve"]
+        if r.split("==")[0] in ("torch", "torchserve", "torch-model-archiver")
+    ]
+    installs = " ".join(args for word, args in instructions if word == "RUN")
+    assert len(pinned) == 3 and all(requirement in installs for requirement in pinned), pinned
 
 
 # ----------------------------------------------------------------------------------------------
