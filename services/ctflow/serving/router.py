@@ -1,6 +1,7 @@
 """The embedded weighted router: one stable URL per serving service, split across revisions by weight.
 
-- `POST /v1/models/<model>:predict` goes to one revision, picked at random by weight among
+- `POST /v1/models/<model>:predict` goes to one revision, picked by weight (smooth weighted
+  round robin: the split is what it says over any window, not on average) among
   the revisions that are ready; a revision that is not ready (or has 0%) gets nothing, and
   its share goes to the others, so stable requests never fail because a canary does.
 - `POST /revisions/<revision>/v1/models/<model>:predict` reaches exactly that revision:
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import re
 import threading
 import time
@@ -89,6 +89,7 @@ class Router:
         self._backends: dict[str, str] = {}  # revision -> its server's base URL
         self._weights: dict[str, int] = {}
         self._ready: set[str] = set()
+        self._credit: dict[str, int] = {}  # smooth weighted round robin's running credit per revision
         self.stats: dict[str, RevisionStats] = {}
         self.refused = RevisionStats()  # client errors no revision saw (too large, empty, unknown path)
         self._clients: dict[int, httpx.AsyncClient] = {}
@@ -113,6 +114,7 @@ class Router:
     def set_weights(self, weights: dict[str, int]) -> None:
         with self._lock:
             self._weights = {rev: pct for rev, pct in weights.items() if pct > 0}
+            self._credit = {}
 
     def weights(self) -> dict[str, int]:
         with self._lock:
@@ -123,12 +125,21 @@ class Router:
         return stats.figures(since, until) if stats else RevisionFigures(0, 0, 0, None)
 
     def pick(self) -> str | None:
-        """A ready revision by weight; None when no revision with traffic is ready."""
+        """A ready revision by weight; None when no revision with traffic is ready.
+
+        Smooth weighted round robin (nginx's): over any run of requests each revision's share is within one
+        request of its weight, so a 10% canary gets 10% of a window's requests, not 10% on average.
+        """
         with self._lock:
-            live = [(rev, pct) for rev, pct in self._weights.items() if rev in self._ready and rev in self._backends]
-        if not live:
-            return None
-        return random.choices([rev for rev, _ in live], weights=[pct for _, pct in live])[0]
+            live = {rev: pct for rev, pct in self._weights.items() if rev in self._ready and rev in self._backends}
+            if not live:
+                return None
+            total = sum(live.values())
+            for rev, pct in live.items():
+                self._credit[rev] = self._credit.get(rev, 0) + pct
+            chosen = max(live, key=lambda rev: self._credit[rev])
+            self._credit[chosen] -= total
+            return chosen
 
     # ---- ASGI ------------------------------------------------------------------------------
 
