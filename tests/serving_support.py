@@ -94,6 +94,12 @@ def register(deps: Dependencies, pipeline: str, model_dir: Path, tag: str) -> tu
     version = deps.registry.register(
         pipeline, run_id=run_id, source=model_dir.resolve().as_uri(), mlflow_run_id=mlflow_run, tags={}
     ).version
+    registered_run(deps, pipeline, run_id, version)
+    return run_id, version
+
+
+def registered_run(deps: Dependencies, pipeline: str, run_id: str, version: str) -> None:
+    """A run in the ledger at `registered` with its model version, as the completion-handler leaves it."""
     with deps.ledger.transaction() as tx:
         runs.create(tx, run_id=run_id, pipeline=pipeline, trigger={"kind": "test"}, hyperparameters={}, service="test")
     with deps.ledger.transaction() as tx:
@@ -102,7 +108,6 @@ def register(deps: Dependencies, pipeline: str, model_dir: Path, tag: str) -> tu
         for state in (states.TRAINING, states.EVALUATING, states.REGISTERED):
             runs.transition(tx, run, state, COMPLETION_HANDLER)
         run.model_version = version
-    return run_id, version
 
 
 def announce(deps: Dependencies, pipeline: str, run_id: str, version: str, copies: int = 1) -> None:

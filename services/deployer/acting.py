@@ -14,6 +14,7 @@ rollout began ends it in a recorded conflict with stable still serving.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -94,4 +95,30 @@ def carry_out(deps: Dependencies, target: Target, actions: list[Action], *, budg
             spec = deps.pipelines.get(target.pipeline)
             samples = holdout_instances(deps, spec) if spec else []
             url = serving.prediction_url(target.service, target.pipeline, target.canary.name)
-            send_synthetic(url, target.canary.probe, samples, action.requests, budget_seconds=budget_seconds)
+            send_in_background(url, target.canary.probe, samples, action.requests, budget_seconds=budget_seconds)
+
+
+_sending: set[str] = set()  # canary URLs with synthetic requests under way in this process
+_sending_lock = threading.Lock()
+
+
+def send_in_background(
+    url: str, probe: dict[str, Any], samples: list[Any], count: int, *, budget_seconds: float
+) -> bool:
+    """Synthetic requests from a thread of their own, so the reconcile tick (every other rollout, every other
+    step) does not wait for them; one batch per canary at a time. Nothing here needs to survive a crash: a
+    window they miss is inconclusive again and asks for more. False when a batch is still under way."""
+    with _sending_lock:
+        if url in _sending:
+            return False
+        _sending.add(url)
+
+    def run() -> None:
+        try:
+            send_synthetic(url, probe, samples, count, budget_seconds=budget_seconds)
+        finally:
+            with _sending_lock:
+                _sending.discard(url)
+
+    threading.Thread(target=run, name="synthetic-traffic", daemon=True).start()
+    return True

@@ -34,11 +34,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
-from tests.fakes.vertex_server import ApiError, RecordedRequest
+from tests.fakes.json_api import ApiError, JsonApiHandler
+from tests.fakes.vertex_server import RecordedRequest
 
 _SERVICE = r"projects/[^/]+/locations/[^/]+/services/[^/:]+"
 _REVISION_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
@@ -265,37 +264,6 @@ def _time(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-class _Handler(BaseHTTPRequestHandler):
-    api: Any
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        self._answer("GET")
-
-    def do_PATCH(self) -> None:  # noqa: N802
-        self._answer("PATCH")
-
-    def do_DELETE(self) -> None:  # noqa: N802
-        self._answer("DELETE")
-
-    def _answer(self, method: str) -> None:
-        url = urlsplit(self.path)
-        query = {key: ",".join(values) for key, values in parse_qs(url.query).items()}
-        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        try:
-            status, payload = 200, self.api.handle(method, unquote(url.path), query, raw)
-        except ApiError as exc:
-            status, payload = exc.code, exc.body()
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @contextmanager
 def fake_google_serving(**options: Any) -> Iterator[tuple[FakeCloudRun, FakeMonitoring]]:
     """Both fakes on loopback ports: Cloud Run's REST (`endpoint` http://...), Monitoring's gRPC (grpc://...;
@@ -321,7 +289,7 @@ def fake_google_serving(**options: Any) -> Iterator[tuple[FakeCloudRun, FakeMoni
     monitoring.endpoint = f"grpc://127.0.0.1:{server.add_insecure_port('127.0.0.1:0')}"
     server.start()
     try:
-        with http_server(type("RunHandler", (_Handler,), {"api": run})) as run.endpoint:
+        with http_server(type("RunHandler", (JsonApiHandler,), {"api": run})) as run.endpoint:
             yield run, monitoring
     finally:
         server.stop(grace=None)

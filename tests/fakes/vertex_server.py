@@ -32,17 +32,17 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from google.cloud.aiplatform_v1.types import CustomJob, JobState
 from google.protobuf import json_format
 
+from tests.fakes.json_api import ApiError, JsonApiHandler
+
 _PARENT = r"projects/[^/]+/locations/[^/]+"
 _JOB = rf"{_PARENT}/customJobs/[^/:]+"
-_STATUS = {400: "INVALID_ARGUMENT", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 500: "INTERNAL", 503: "UNAVAILABLE"}
 _ENDED = {"JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED"}
 _CANCELLED = ("JOB_STATE_CANCELLED", 1, "CANCELED")  # state, error code and message of a cancelled job
 _HOST_ENV = ("PATH", "HOME", "TMPDIR", "LANG", "LC_ALL")  # what any container has; nothing else leaks in
@@ -59,17 +59,6 @@ _ACCELERATOR_MACHINES = {
     "NVIDIA_L4": ("g2-",),
     "NVIDIA_H100_80GB": ("a3-highgpu-",),
 }
-
-
-class ApiError(Exception):
-    """An error answer in Google's JSON error format; the client raises the matching exception."""
-
-    def __init__(self, code: int, message: str, status: str | None = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.status = code, message, status or _STATUS.get(code, "UNKNOWN")
-
-    def body(self) -> dict[str, Any]:
-        return {"error": {"code": self.code, "message": self.message, "status": self.status}}
 
 
 @dataclass(frozen=True)
@@ -414,34 +403,6 @@ def _matcher(text: str) -> Callable[[FakeJob], bool]:
     return lambda job: all(value(job, name) == wanted for name, wanted in clauses)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    service: FakeJobService
-
-    def do_GET(self) -> None:  # noqa: N802 (http.server naming)
-        self._answer("GET")
-
-    def do_POST(self) -> None:  # noqa: N802
-        self._answer("POST")
-
-    def _answer(self, method: str) -> None:
-        url = urlsplit(self.path)
-        query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-        raw = self.rfile.read(int(self.headers.get("content-length") or 0))
-        try:
-            status, payload = 200, self.service.handle(method, unquote(url.path), query, raw)
-        except ApiError as exc:
-            status, payload = exc.code, exc.body()
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @contextmanager
 def fake_vertex(workdir: Path, **options: Any) -> Iterator[FakeJobService]:
     """Serve a FakeJobService on a loopback port; `service.endpoint` is its http:// URL."""
@@ -449,7 +410,7 @@ def fake_vertex(workdir: Path, **options: Any) -> Iterator[FakeJobService]:
 
     service = FakeJobService(workdir, **options)
     try:
-        with http_server(type("VertexHandler", (_Handler,), {"service": service})) as service.endpoint:
+        with http_server(type("VertexHandler", (JsonApiHandler,), {"api": service})) as service.endpoint:
             yield service
     finally:
         service.close()

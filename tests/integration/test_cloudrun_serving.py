@@ -41,23 +41,26 @@ CANARY = Revision(
 STABLE = "digits-model-00001-boot"
 
 
+def gcp_settings(home: Path, run: FakeCloudRun, monitoring: FakeMonitoring, **changes: object) -> Settings:
+    return Settings(
+        mode="gcp",
+        home=home,
+        gcp_project="proj",
+        bucket="ctflow-artifacts",
+        database_url="sqlite://",
+        oidc_audience="https://deployer",
+        allowed_invokers=["scheduler@proj.iam.gserviceaccount.com"],
+        cloud_run_api_endpoint=run.endpoint,
+        monitoring_api_endpoint=monitoring.endpoint,
+        **changes,
+    )
+
+
 @pytest.fixture
 def google(tmp_path: Path) -> Iterator[tuple[CloudRunServing, FakeCloudRun, FakeMonitoring]]:
     with fake_google_serving() as (run, monitoring):
         run.add_service(SERVICE, TEMPLATE)
-        settings = Settings(
-            mode="gcp",
-            home=tmp_path,
-            gcp_project="proj",
-            bucket="ctflow-artifacts",
-            database_url="sqlite://",
-            oidc_audience="https://deployer",
-            allowed_invokers=["scheduler@proj.iam.gserviceaccount.com"],
-            cloud_run_api_endpoint=run.endpoint,
-            monitoring_api_endpoint=monitoring.endpoint,
-            serving_metrics_delay_seconds=0,
-        )
-        yield CloudRunServing(settings), run, monitoring
+        yield CloudRunServing(gcp_settings(tmp_path, run, monitoring, serving_metrics_delay_seconds=0)), run, monitoring
 
 
 def test_a_canary_is_a_named_revision_of_the_template_with_zero_traffic_a_tag_and_a_readiness_probe(google):
@@ -182,18 +185,7 @@ def test_figures_come_from_monitoring_per_revision_with_client_errors_apart(goog
 def test_late_monitoring_data_is_not_yet_counted(tmp_path: Path):
     with fake_google_serving(visibility_delay=60) as (run, monitoring):
         run.add_service(SERVICE, TEMPLATE)
-        settings = Settings(
-            mode="gcp",
-            home=tmp_path,
-            gcp_project="proj",
-            bucket="b",
-            database_url="sqlite://",
-            oidc_audience="https://deployer",
-            allowed_invokers=["x@proj.iam.gserviceaccount.com"],
-            cloud_run_api_endpoint=run.endpoint,
-            monitoring_api_endpoint=monitoring.endpoint,
-        )
-        serving = CloudRunServing(settings)
+        serving = CloudRunServing(gcp_settings(tmp_path, run, monitoring))
         assert serving.metrics_delay_seconds == 180  # the default allows for Cloud Run's documented delay
         now = time.time()
         monitoring.add(CANARY.name, 200, 10.0, count=40, at=now - 120)

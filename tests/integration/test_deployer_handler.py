@@ -11,11 +11,12 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from ctflow import events, states
+from ctflow import events
 from ctflow.deps import Dependencies
 from ctflow.ledger import dead_letters, rollouts, runs
 from ctflow.ledger.tables import OutboxMessage
 from ctflow.topology import COMPLETION_HANDLER
+from tests import serving_support
 from tests.support import serving
 
 pytestmark = pytest.mark.integration
@@ -23,14 +24,7 @@ pytestmark = pytest.mark.integration
 
 def registered_run(deps: Dependencies, tag: str, version: str) -> str:
     run_id = runs.run_id_for("digits", "deployer-test", tag)
-    with deps.ledger.transaction() as tx:
-        runs.create(tx, run_id=run_id, pipeline="digits", trigger={"kind": "test"}, hyperparameters={}, service="t")
-    with deps.ledger.transaction() as tx:
-        run = runs.get(tx, run_id, for_update=True)
-        assert run is not None
-        for state in (states.TRAINING, states.EVALUATING, states.REGISTERED):
-            runs.transition(tx, run, state, COMPLETION_HANDLER)
-        run.model_version = version
+    serving_support.registered_run(deps, "digits", run_id, version)
     return run_id
 
 
