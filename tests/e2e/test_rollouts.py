@@ -7,6 +7,7 @@ back on its own, with a fast plan (2 s windows).
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -100,6 +101,24 @@ def test_a_first_deployment_serves_all_traffic_and_moves_the_champion(stack: Emb
     assert answer.json()["model_version"] == version
     assert answer.headers["ctflow-model-version"] == version
     assert answer.headers["ctflow-revision"].startswith("digits-model-v1-")
+    # The CLI: a prediction from a file, and the model's view.
+    import subprocess
+    import sys
+
+    request = tmp_path / "request.json"
+    request.write_text('{"instances": [[[[0.5, 0, 0, 0, 0, 0, 0, 0]' + ", [0, 0, 0, 0, 0, 0, 0, 0]" * 7 + "]]]}")
+    api = stack.urls["status-api"].rstrip("/")
+    cli = [sys.executable, "-m", "ctflow.cli"]
+    served = subprocess.run(
+        [*cli, "predict", "--pipeline", "digits", "--json", str(request), "--url", stack.serving_urls["digits"]],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 0, served.stderr
+    assert json.loads(served.stdout)["model_version"] == version
+    shown = subprocess.run([*cli, "model", "digits", "--api", api], capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0 and "champion" in shown.stdout and "production: version 1 serves" in shown.stdout
 
 
 def decisions_of(deps: Dependencies, rollout_id: str) -> list[tuple[float, str, int, str]]:

@@ -79,3 +79,25 @@ def test_a_valid_request_is_one_batch_of_the_declared_shape_and_dtype() -> None:
     with pytest.raises(BadRequest, match="not an integer"):
         parse({"instances": [[1, 2, 2.5]]}, integers)
     assert parse({"instances": [[1, 2, 3]]}, integers).tolist() == [[1, 2, 3]]
+
+
+def test_a_regression_model_answers_one_number_per_instance_and_names_its_version(tmp_path: Path) -> None:
+    import json
+
+    import torch
+
+    from model_server.handler import Model
+
+    class Doubling(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x.sum(dim=1, keepdim=True) * 2
+
+    torch.jit.script(Doubling()).save(str(tmp_path / "model.pt"))
+    config = {"task": "regression", "input": {"shape": [3], "dtype": "float32", "range": [None, None]}}
+    (tmp_path / "model_config.json").write_text(json.dumps(config))
+    (tmp_path / "serving.json").write_text(json.dumps({"pipeline": "diabetes", "model_version": "7"}))
+    model = Model(tmp_path)
+    answer = model.answer({"instances": [[1, 2, 3], [-1, 0, 0.5]]})
+    assert answer == {"predictions": [12.0, -1.0], "model_version": "7"}
+    with pytest.raises(BadRequest, match="instance 0: expected shape \\[3\\]"):
+        model.answer({"instances": [[1, 2]]})
