@@ -4,6 +4,18 @@ gcp mode: every request carries a Google-signed OIDC token (Pub/Sub push, Eventa
 Cloud Scheduler all send one) whose audience and service-account email we check.
 Embedded mode binds loopback only and needs no token: its Dependencies carry no
 authenticator (`authenticate` is None).
+
+Two ways, one setting (`CTFLOW_AUTH_MODE`):
+
+- `cloud_run_iam` (the deployed default): Cloud Run IAM has verified the token before the
+  request reaches the service and forwards it with its signature replaced by
+  `SIGNATURE_REMOVED_BY_GOOGLE` (in `X-Serverless-Authorization` when the caller used it,
+  else in `Authorization`). Verifying that signature again can only fail, so such a token's
+  claims are checked (issuer, audience, allowed and verified e-mail, expiry) and its
+  signature is not. A token that still carries a signature did not come through that
+  rewrite and is verified in full. Safe only where Cloud Run IAM is enforced on the service
+  (no `allUsers` invoker, invoker IAM check on), as Terraform deploys it.
+- `verify_signature`: every token is verified against Google's certificates.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from typing import Any
 
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"  # {key id: PEM certificate}
 GOOGLE_ISSUERS = frozenset({"accounts.google.com", "https://accounts.google.com"})
+SIGNATURE_REMOVED = "SIGNATURE_REMOVED_BY_GOOGLE"  # what Cloud Run IAM leaves of a verified token's signature
 
 
 class Unauthorized(Exception):
@@ -54,11 +67,7 @@ class GoogleOidcVerifier:
     def __call__(self, headers: Mapping[str, str]) -> None:
         from google.auth import jwt
 
-        auth = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
-        scheme, _, token = auth.strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise Unauthorized("missing bearer token")
+        token = bearer_token(headers, "authorization")
         try:
             kid = jwt.decode_header(token).get("kid")
         except ValueError:  # google-auth's message would quote the token
@@ -70,13 +79,7 @@ class GoogleOidcVerifier:
             )
         except ValueError as exc:
             raise Unauthorized(f"invalid token: {exc}") from None
-        if claims.get("iss") not in GOOGLE_ISSUERS:
-            raise Unauthorized(f"token issuer {claims.get('iss')!r} is not Google")
-        email = claims.get("email")
-        if not isinstance(email, str) or email not in self.allowed:
-            raise Unauthorized(f"caller {email!r} is not an allowed invoker")
-        if claims.get("email_verified") not in (True, "true"):
-            raise Unauthorized(f"caller {email!r} has no verified e-mail")
+        check_caller(claims, self.allowed)
 
     def _certs_for(self, kid: object) -> dict[str, str]:
         with self._lock:
@@ -102,6 +105,66 @@ class GoogleOidcVerifier:
             raise TransportError(f"no {{key id: certificate}} map at {self.certs_url} (HTTP {response.status})")
         max_age = re.search(r"\bmax-age=(\d+)", response.headers.get("cache-control", ""))
         return certs, float(max_age.group(1)) if max_age else self.default_certs_ttl_seconds
+
+
+class CloudRunIamChecker:
+    """Behind Cloud Run IAM: a forwarded token (signature removed by Google) has its claims checked; a token
+    that still carries a signature is verified in full by `verifier`."""
+
+    def __init__(self, verifier: GoogleOidcVerifier) -> None:
+        self.verifier = verifier
+
+    def __call__(self, headers: Mapping[str, str]) -> None:
+        from google.auth import jwt
+
+        header = "x-serverless-authorization" if _header(headers, "x-serverless-authorization") else "authorization"
+        token = bearer_token(headers, header)
+        parts = token.split(".")
+        if len(parts) != 3 or parts[2] != SIGNATURE_REMOVED:
+            self.verifier({"authorization": f"Bearer {token}"})
+            return
+        try:
+            claims = jwt.decode(token, verify=False)
+        except ValueError:
+            raise Unauthorized("malformed bearer token") from None
+        skew, now = self.verifier.clock_skew_seconds, time.time()
+        if claims.get("aud") not in self.verifier.audiences:
+            raise Unauthorized(f"token audience {claims.get('aud')!r} is not this service's")
+        expires, issued = claims.get("exp"), claims.get("iat")
+        if not isinstance(expires, int | float) or now > expires + skew:
+            raise Unauthorized("token expired" if isinstance(expires, int | float) else "token has no expiry")
+        if not isinstance(issued, int | float) or issued > now + skew:
+            raise Unauthorized("token used too early" if isinstance(issued, int | float) else "token has no iat")
+        check_caller(claims, self.verifier.allowed)
+
+
+def bearer_token(headers: Mapping[str, str], name: str) -> str:
+    scheme, _, token = _header(headers, name).strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing bearer token")
+    return token
+
+
+def check_caller(claims: Mapping[str, Any], allowed: frozenset[str]) -> None:
+    """Issued by Google, to an allowed service account with a verified e-mail."""
+    if claims.get("iss") not in GOOGLE_ISSUERS:
+        raise Unauthorized(f"token issuer {claims.get('iss')!r} is not Google")
+    email = claims.get("email")
+    if not isinstance(email, str) or email not in allowed:
+        raise Unauthorized(f"caller {email!r} is not an allowed invoker")
+    if claims.get("email_verified") not in (True, "true"):
+        raise Unauthorized(f"caller {email!r} has no verified e-mail")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    return next((v for k, v in headers.items() if k.lower() == name), "")
+
+
+def authenticator(mode: str, audience: str | Sequence[str] | None, allowed: Sequence[str]) -> Any:
+    """The check for gcp mode's `CTFLOW_AUTH_MODE`."""
+    verifier = GoogleOidcVerifier(audience, allowed)
+    return CloudRunIamChecker(verifier) if mode == "cloud_run_iam" else verifier
 
 
 def no_invoker_headers(url: str) -> dict[str, str]:

@@ -33,9 +33,9 @@ def build(settings: Settings | None = None, *, on_publish: Callable[[], None] | 
         make_training = _adapter("ctflow.training.local:LocalProcessBackend")
         make_serving: Callable[[Dependencies], object] = embedded_serving
     else:
-        from .auth import GoogleOidcVerifier, google_invoker_headers
+        from .auth import authenticator, google_invoker_headers
 
-        authenticate = GoogleOidcVerifier(settings.oidc_audience, settings.allowed_invokers)
+        authenticate = authenticator(settings.auth_mode, settings.oidc_audience, settings.allowed_invokers)
         invoker_headers = google_invoker_headers
         make_training = _adapter("ctflow.training.vertex:VertexBackend")
         make_serving = _adapter("ctflow.serving.cloudrun:CloudRunServing")

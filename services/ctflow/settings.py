@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     gcp_region: str = "us-central1"
     bucket: str | None = None  # gcp: bucket name; embedded: defaults to <home>/bucket
     oidc_audience: str | None = None
+    # cloud_run_iam: Cloud Run IAM verified the caller's token (it arrives without its signature): check its
+    # claims. verify_signature: verify every token against Google's certificates (no Cloud Run IAM in front).
+    auth_mode: Literal["cloud_run_iam", "verify_signature"] = "cloud_run_iam"
     allowed_invokers: list[str] = Field(default_factory=list)
 
     # What a gcp-mode service must be told (allowed_invokers: the identities allowed to call it).

@@ -347,3 +347,111 @@ def test_service_in_gcp_auth_mode_needs_a_valid_token_on_post_but_not_on_healthz
             assert http.post("/reconcile", headers=bearer(token)).status_code == 200
     finally:
         embedded.ledger.dispose()
+
+
+# ---- behind Cloud Run IAM: the token arrives without its signature --------------------------------------
+
+
+def forwarded(token: str) -> str:
+    """The token as Cloud Run IAM forwards it to the service once it has verified it."""
+    header, payload, _ = token.split(".")
+    return f"{header}.{payload}.{auth.SIGNATURE_REMOVED}"
+
+
+@pytest.fixture
+def behind_iam(verifier: GoogleOidcVerifier) -> auth.CloudRunIamChecker:
+    return auth.CloudRunIamChecker(verifier)
+
+
+def test_behind_cloud_run_iam_a_forwarded_token_is_checked_by_its_claims(behind_iam, keys, certs):
+    fetches = certs.fetches
+    for key in ("google", "stranger"):  # Google verified the signature; what is left of it is not checked again
+        token = forwarded(keys[key].sign(claims()))
+        behind_iam(bearer(token))
+        behind_iam({"X-Serverless-Authorization": f"Bearer {token}", "Authorization": "Bearer app-own-token"})
+    behind_iam(bearer(forwarded(keys["google"].sign(claims(aud=EVENTARC_AUDIENCE)))))
+    assert certs.fetches == fetches  # no certificate fetch for a forwarded token
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"aud": "https://other-service.run.app"}, "audience 'https://other-service.run.app' is not this service's"),
+        ({"email": OTHER_ACCOUNT}, f"'{OTHER_ACCOUNT}' is not an allowed invoker"),
+        ({"email_verified": False}, "no verified e-mail"),
+        ({"iat": int(time.time()) - 7200, "exp": int(time.time()) - 3600}, "expired"),
+        ({"exp": None}, "no expiry"),
+        ({"iat": int(time.time()) + 600}, "too early"),
+        ({"iss": "https://evil.example.com"}, "issuer 'https://evil.example.com'"),
+    ],
+    ids=["wrong-audience", "wrong-account", "unverified-email", "expired", "no-exp", "future-iat", "wrong-issuer"],
+)
+def test_behind_cloud_run_iam_bad_claims_are_unauthorized(behind_iam, keys, changes, match):
+    rejects(behind_iam, bearer(forwarded(keys["google"].sign(claims(**changes)))), match)
+
+
+def test_behind_cloud_run_iam_a_token_that_kept_its_signature_is_verified_in_full(behind_iam, keys, verifier):
+    behind_iam(bearer(keys["google"].sign(claims())))  # a real signature: verified, and good
+    rejects(behind_iam, bearer(keys["stranger"].sign(claims())), "Could not verify token signature")
+    rejects(behind_iam, {}, "missing bearer token")
+    rejects(behind_iam, bearer("only.two"), "malformed bearer token")
+    # Without Cloud Run IAM in front (verify_signature), a forwarded token cannot pass.
+    rejects(verifier, bearer(forwarded(keys["google"].sign(claims()))), "invalid token")
+
+
+def test_the_auth_mode_is_one_setting_checked_at_start():
+    from pydantic import ValidationError
+
+    gcp = {
+        "mode": "gcp",
+        "gcp_project": "p",
+        "bucket": "b",
+        "database_url": "sqlite://",
+        "oidc_audience": AUDIENCE,
+        "allowed_invokers": [INVOKER],
+    }
+    assert Settings(**gcp).auth_mode == "cloud_run_iam"
+    with pytest.raises(ValidationError, match="auth_mode"):
+        Settings(**gcp, auth_mode="trust-everyone")
+    assert isinstance(auth.authenticator("cloud_run_iam", AUDIENCE, [INVOKER]), auth.CloudRunIamChecker)
+    assert isinstance(auth.authenticator("verify_signature", AUDIENCE, [INVOKER]), GoogleOidcVerifier)
+
+
+def test_a_service_behind_cloud_run_iam_takes_the_forwarded_token_and_logs_no_token(
+    tmp_path: Path, pipelines_dir: Path, digits_folder: Path, behind_iam, keys, caplog
+):
+    """dataset-listener over real HTTP as Cloud Run delivers Eventarc's request: the forwarded token in
+    Authorization, Google's headers beside it."""
+    from dataset_listener import app as listener
+
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        pipelines_dir=pipelines_dir,
+        outbox_grace_seconds=0,
+    )
+    embedded = bootstrap.build(settings)
+    deps = replace(embedded, authenticate=behind_iam)
+    drop_folder(digits_folder, deps.pipelines.get("digits"), deps.blobs, "v1")
+    headers, body = gcs_event_request(settings.bucket_dir, "datasets/digits/v1/_MANIFEST.json")
+    google = {"X-Cloud-Trace-Context": "0123456789abcdef0123456789abcdef/1;o=1", "X-Forwarded-Proto": "https"}
+    good = forwarded(keys["google"].sign(claims(aud=EVENTARC_AUDIENCE)))
+    bad = [
+        forwarded(keys["google"].sign(claims(aud="https://other.run.app"))),
+        forwarded(keys["google"].sign(claims(email=OTHER_ACCOUNT))),
+        forwarded(keys["google"].sign(claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600))),
+    ]
+    try:
+        with serving(listener.create_app(lambda: deps)) as url, httpx.Client(base_url=url, timeout=30) as http:
+            for token in bad:
+                answer = http.post("/", content=body, headers={**headers, **google, **bearer(token)})
+                assert answer.status_code == 401, answer.text
+            assert http.post("/", content=body, headers={**headers, **google}).status_code == 401
+            answer = http.post("/", content=body, headers={**headers, **google, **bearer(good)})
+            assert answer.status_code == 200 and answer.json()["status"] == "processed", answer.text
+            assert http.post("/reconcile", headers=bearer(good)).status_code == 200
+    finally:
+        embedded.ledger.dispose()
+    logged = caplog.text
+    for token in [good, *bad]:
+        assert token.split(".")[1] not in logged  # no log line carries a token (nor its claims segment)
