@@ -81,13 +81,36 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def dependencies(request: Request) -> Dependencies:
-    """FastAPI dependency: the service's Dependencies, once warm-up has built them (503 until then)."""
+    """FastAPI dependency of every route but /healthz: the service's Dependencies, once warm-up has built
+    them (503 until then), for an authenticated caller (401 otherwise; in gcp mode)."""
     try:
         deps, _ = await request.app.state.warmup.get()
     except Exception:
         log.exception("warm-up failed; asking the caller to retry")
         raise HTTPException(503, "service is not ready") from None
+    refused = await caller_refused(deps, request)
+    if refused is not None:
+        status, body = refused
+        raise HTTPException(status, body.get("error") or body.get("detail"))
     return deps
+
+
+async def caller_refused(deps: Dependencies, request: Request) -> tuple[int, dict[str, str]] | None:
+    """None for a caller the service's authenticator accepts (or when it has none: embedded); else the answer.
+
+    The check runs in a thread: fetching Google's certificates (rarely) must not stall the event loop.
+    """
+    if deps.authenticate is None:
+        return None
+    try:
+        await run_in_threadpool(deps.authenticate, request.headers)
+    except Unauthorized as exc:
+        log.warning("refused an unauthenticated call to %s: %s", request.url.path, exc)
+        return 401, {"error": str(exc)}
+    except Exception:
+        log.exception("could not check the caller's token; asking the sender to retry")
+        return 503, {"status": "retry", "detail": "cannot verify callers right now"}
+    return None
 
 
 def create_service(
@@ -136,16 +159,8 @@ def create_service(
         except Exception:
             log.exception("warm-up failed; asking the sender to retry")
             return JSONResponse({"status": "retry", "detail": "service is not ready"}, status_code=503)
-        try:  # a token check in a thread: fetching Google's certificates (rarely) must not stall the event loop
-            if deps.authenticate is not None:
-                await run_in_threadpool(deps.authenticate, request.headers)
-        except Unauthorized as exc:
-            log.warning("refused an unauthenticated call to %s: %s", request.url.path, exc)
-            return JSONResponse({"error": str(exc)}, status_code=401)
-        except Exception:
-            log.exception("could not check the caller's token; asking the sender to retry")
-            return JSONResponse({"status": "retry", "detail": "cannot verify callers right now"}, status_code=503)
-        return deps, intake
+        refused = await caller_refused(deps, request)
+        return JSONResponse(refused[1], status_code=refused[0]) if refused is not None else (deps, intake)
 
     if takes_events:
 

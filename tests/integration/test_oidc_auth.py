@@ -455,3 +455,35 @@ def test_a_service_behind_cloud_run_iam_takes_the_forwarded_token_and_logs_no_to
     logged = caplog.text
     for token in [good, *bad]:
         assert token.split(".")[1] not in logged  # no log line carries a token (nor its claims segment)
+
+
+def test_every_status_api_route_but_healthz_needs_an_allowed_caller(tmp_path: Path, behind_iam, keys):
+    """The status API in gcp mode: each route of its routers refuses a missing or wrong token (401) and
+    answers a forwarded good one; the startup probe (/healthz) needs none."""
+    from status_api import app as status_api
+
+    settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'ledger.db'}")
+    embedded = bootstrap.build(settings)
+    deps = replace(embedded, authenticate=behind_iam)
+    app = status_api.create_app(lambda: deps)
+    routes = sorted(
+        (method.upper(), path) for path, item in app.openapi()["paths"].items() for method in item if path != "/healthz"
+    )
+    assert ("GET", "/runs") in routes and ("POST", "/rollouts/{rollout_id}/{command}") in routes
+    good = bearer(forwarded(keys["google"].sign(claims())))
+    wrong = bearer(forwarded(keys["google"].sign(claims(email=OTHER_ACCOUNT))))
+    try:
+        with serving(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+            assert http.get("/healthz").status_code == 200
+            for method, path in routes:
+                concrete = path.format(
+                    run_id="r1", letter_id="1", rollout_id="digits-production-v1", command="pause", pipeline="digits"
+                )
+                for headers in ({}, wrong):
+                    answer = http.request(method, concrete, headers=headers)
+                    assert answer.status_code == 401, (method, concrete, answer.status_code, answer.text)
+                answer = http.request(method, concrete, headers=good)
+                assert answer.status_code != 401, (method, concrete, answer.text)
+            assert http.get("/runs", headers=good).status_code == 200
+    finally:
+        embedded.ledger.dispose()
