@@ -54,6 +54,11 @@ class Dependencies:
         """Where training jobs run: trainer processes (embedded) or Vertex AI CustomJobs (gcp)."""
         return self.make_training(self)
 
+    def built(self, adapter: str) -> bool:
+        """Whether the adapter `adapter` ("serving", "registry", ...) has been built in this process (asking for
+        it builds it: an embedded serving backend starts routers)."""
+        return adapter in self.__dict__  # where cached_property keeps what it built
+
     @cached_property
     def serving(self) -> ServingBackend:
         """Where models serve: TorchServe processes behind a weighted router (embedded) or Cloud Run revisions."""

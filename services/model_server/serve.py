@@ -51,6 +51,8 @@ def verify(archive: Path, expected_sha256: str) -> None:
 
 
 def free_loopback_port() -> int:
+    # ctflow.listening has the same three lines; this file runs in the model-server image, which carries
+    # model_server/ only (no ctflow), so it keeps its own.
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

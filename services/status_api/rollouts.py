@@ -96,7 +96,7 @@ async def command_rollout(
 def observed_traffic(deps: Any, serving: dict | None) -> dict[str, int] | None:
     """The service's split as its backend applies it now, when this process runs that backend (the embedded
     stack); None otherwise (asking would start a router here)."""
-    if not serving or "serving" not in vars(deps):
+    if not serving or not deps.built("serving"):
         return None
     try:
         return dict(deps.serving.traffic(serving["service"]))

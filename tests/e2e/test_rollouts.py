@@ -133,24 +133,19 @@ def canary_rollout(stack: EmbeddedStack, tmp_path: Path, kind: str, tag: str) ->
     return version
 
 
-def agree(deps: Dependencies, stack: EmbeddedStack) -> None:
-    """Registry and serving agree: the champion is the version serving all traffic, or the stable (older)
-    one while a canary has a share."""
-    weights = deps.serving.traffic("digits-model")
-    versions = {int(rev.rsplit("-v", 1)[1].split("-")[0]) for rev, pct in weights.items() if pct}
-    assert str(min(versions)) == champion(deps), (champion(deps), weights)
-
-
-def settled_check(deps: Dependencies, rollout_id: str) -> None:
-    """Between ticks (the last decision's actions carried out, nothing moving), registry and serving agree."""
+def settled_check(deps: Dependencies, rollout_id: str) -> bool:
+    """Between ticks (the last decision's actions carried out, nothing moving), registry and serving agree:
+    the champion is the version with all the traffic, or the stable (older) one while a canary has a share.
+    False when the rollout moved while this looked (nothing was checked)."""
     before = rollout_of(deps, rollout_id)
     if before["pending"] is not None:
-        return
+        return False
     weights, current = deps.serving.traffic("digits-model"), champion(deps)
     if rollout_of(deps, rollout_id) != before:
-        return  # a tick happened while reading
+        return False  # a tick happened while reading
     versions = {int(rev.rsplit("-v", 1)[1].split("-")[0]) for rev, pct in weights.items() if pct}
     assert str(min(versions)) == current, (current, weights, before["phase"])
+    return True
 
 
 @pytest.mark.serving(analysis_interval_seconds=8)  # >= 200 requests a step at the router
@@ -219,7 +214,7 @@ def test_a_faulty_canary_is_rolled_back_and_stable_never_fails(
     assert took <= 2 * (FAST_PLAN["analysis_interval_seconds"] + FAST_PLAN["warmup_seconds"]) + 1.5, "\n".join(decided)
     assert champion(deps) == stable
     assert live.answers.stable_failures == 0, live.answers.failures
-    agree(deps, stack)
+    assert settled_check(deps, rollout_id)
     assert list(deps.serving.traffic("digits-model").values()) == [100]
     reason = rollout_of(deps, rollout_id)["state"]["reason"]
     assert problem in reason, reason
@@ -239,7 +234,7 @@ def test_with_no_live_traffic_synthetic_requests_decide(
     wait_for(lambda: rollout_of(deps, rollout_id)["phase"] == outcome, timeout=120, interval=0.2)
     wait_for(lambda: rollout_of(deps, rollout_id)["pending"] is None, timeout=10)
     assert champion(deps) == (version if outcome == "promoted" else stable)
-    agree(deps, stack)
+    assert settled_check(deps, rollout_id)  # ended: nothing moves, so it checks
     reasons = [reason for *_, reason in decisions_of(deps, rollout_id)]
     assert any("synthetic" in r for r in reasons), reasons
 

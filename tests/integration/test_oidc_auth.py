@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import time
 from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -75,6 +76,34 @@ def make_key(kid: str) -> Key:
 def keys() -> dict[str, Key]:
     """`google` is published; `rotated` is published later by some tests; `stranger` never is."""
     return {"google": make_key("kid-1"), "rotated": make_key("kid-2"), "stranger": make_key("kid-1")}
+
+
+@pytest.fixture
+def stack() -> Iterator[ExitStack]:
+    with ExitStack() as resources:
+        yield resources
+
+
+@contextmanager
+def authenticating(tmp_path: Path, pipelines_dir: Path | None, check: Any) -> Iterator[Any]:
+    """Embedded Dependencies on a SQLite ledger whose services check callers with `check`, as in gcp mode."""
+    settings = Settings(
+        home=tmp_path / "home",
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
+        outbox_grace_seconds=0,
+        **({"pipelines_dir": pipelines_dir} if pipelines_dir else {}),
+    )
+    embedded = bootstrap.build(settings)
+    try:
+        yield replace(embedded, authenticate=check)
+    finally:
+        embedded.ledger.dispose()
+
+
+def dropped(deps: Any, digits_folder: Path) -> tuple[dict[str, str], bytes]:
+    """A digits dataset version dropped in the bucket, and the GCS event of its commit marker."""
+    drop_folder(digits_folder, deps.pipelines.get("digits"), deps.blobs, "v1")
+    return gcs_event_request(deps.settings.bucket_dir, "datasets/digits/v1/_MANIFEST.json")
 
 
 @dataclass
@@ -302,51 +331,40 @@ def test_a_verifier_without_an_audience_is_refused(audience):
 
 
 def test_service_in_gcp_auth_mode_needs_a_valid_token_on_post_but_not_on_healthz(
-    tmp_path: Path, pipelines_dir: Path, digits_folder: Path, verifier, keys, certs
+    tmp_path: Path, pipelines_dir: Path, digits_folder: Path, verifier, keys, certs, stack
 ):
     """dataset-listener over real HTTP, its Dependencies authenticating as in gcp mode."""
     from dataset_listener import app as listener
 
-    settings = Settings(
-        home=tmp_path / "home",
-        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-        pipelines_dir=pipelines_dir,
-        outbox_grace_seconds=0,
-    )
-    embedded = bootstrap.build(settings)
-    deps = replace(embedded, authenticate=verifier)
-    drop_folder(digits_folder, deps.pipelines.get("digits"), deps.blobs, "v1")
-    headers, body = gcs_event_request(settings.bucket_dir, "datasets/digits/v1/_MANIFEST.json")
-    try:
-        with serving(listener.create_app(lambda: deps)) as url, httpx.Client(base_url=url, timeout=30) as http:
-            health = http.get("/healthz")  # Cloud Run's startup probe carries no token
-            assert health.status_code == 200 and health.json()["status"] == "ok"
+    deps = stack.enter_context(authenticating(tmp_path, pipelines_dir, verifier))
+    headers, body = dropped(deps, digits_folder)
+    with serving(listener.create_app(lambda: deps)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        health = http.get("/healthz")  # Cloud Run's startup probe carries no token
+        assert health.status_code == 200 and health.json()["status"] == "ok"
 
-            certs.status = 503  # Google's certificates cannot be fetched: "retry later", not "unauthorized"
-            answer = http.post("/", content=body, headers={**headers, **bearer(keys["google"].sign(claims()))})
-            assert answer.status_code == 503, answer.text
-            certs.status = 200
+        certs.status = 503  # Google's certificates cannot be fetched: "retry later", not "unauthorized"
+        answer = http.post("/", content=body, headers={**headers, **bearer(keys["google"].sign(claims()))})
+        assert answer.status_code == 503, answer.text
+        certs.status = 200
 
-            for attempt in [
-                {},
-                {"Authorization": "Bearer garbage"},
-                bearer(keys["google"].sign(claims(aud="https://other.run.app"))),
-                bearer(keys["google"].sign(claims(email=OTHER_ACCOUNT))),
-                bearer(keys["stranger"].sign(claims())),
-            ]:
-                answer = http.post("/", content=body, headers={**headers, **attempt})
-                assert answer.status_code == 401, answer.text
-                assert "error" in answer.json()
-            assert http.post("/reconcile", headers=bearer("x.y.z")).status_code == 401
-            assert http.post("/reconcile").status_code == 401
+        for attempt in [
+            {},
+            {"Authorization": "Bearer garbage"},
+            bearer(keys["google"].sign(claims(aud="https://other.run.app"))),
+            bearer(keys["google"].sign(claims(email=OTHER_ACCOUNT))),
+            bearer(keys["stranger"].sign(claims())),
+        ]:
+            answer = http.post("/", content=body, headers={**headers, **attempt})
+            assert answer.status_code == 401, answer.text
+            assert "error" in answer.json()
+        assert http.post("/reconcile", headers=bearer("x.y.z")).status_code == 401
+        assert http.post("/reconcile").status_code == 401
 
-            token = keys["google"].sign(claims(aud=EVENTARC_AUDIENCE))
-            answer = http.post("/", content=body, headers={**headers, **bearer(token)})
-            assert answer.status_code == 200, answer.text
-            assert answer.json()["status"] == "processed"
-            assert http.post("/reconcile", headers=bearer(token)).status_code == 200
-    finally:
-        embedded.ledger.dispose()
+        token = keys["google"].sign(claims(aud=EVENTARC_AUDIENCE))
+        answer = http.post("/", content=body, headers={**headers, **bearer(token)})
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["status"] == "processed"
+        assert http.post("/reconcile", headers=bearer(token)).status_code == 200
 
 
 # ---- behind Cloud Run IAM: the token arrives without its signature --------------------------------------
@@ -418,22 +436,14 @@ def test_the_auth_mode_is_one_setting_checked_at_start():
 
 
 def test_a_service_behind_cloud_run_iam_takes_the_forwarded_token_and_logs_no_token(
-    tmp_path: Path, pipelines_dir: Path, digits_folder: Path, behind_iam, keys, caplog
+    tmp_path: Path, pipelines_dir: Path, digits_folder: Path, behind_iam, keys, caplog, stack
 ):
     """dataset-listener over real HTTP as Cloud Run delivers Eventarc's request: the forwarded token in
     Authorization, Google's headers beside it."""
     from dataset_listener import app as listener
 
-    settings = Settings(
-        home=tmp_path / "home",
-        database_url=f"sqlite:///{tmp_path / 'ledger.db'}",
-        pipelines_dir=pipelines_dir,
-        outbox_grace_seconds=0,
-    )
-    embedded = bootstrap.build(settings)
-    deps = replace(embedded, authenticate=behind_iam)
-    drop_folder(digits_folder, deps.pipelines.get("digits"), deps.blobs, "v1")
-    headers, body = gcs_event_request(settings.bucket_dir, "datasets/digits/v1/_MANIFEST.json")
+    deps = stack.enter_context(authenticating(tmp_path, pipelines_dir, behind_iam))
+    headers, body = dropped(deps, digits_folder)
     google = {"X-Cloud-Trace-Context": "0123456789abcdef0123456789abcdef/1;o=1", "X-Forwarded-Proto": "https"}
     good = forwarded(keys["google"].sign(claims(aud=EVENTARC_AUDIENCE)))
     bad = [
@@ -441,30 +451,25 @@ def test_a_service_behind_cloud_run_iam_takes_the_forwarded_token_and_logs_no_to
         forwarded(keys["google"].sign(claims(email=OTHER_ACCOUNT))),
         forwarded(keys["google"].sign(claims(iat=int(time.time()) - 7200, exp=int(time.time()) - 3600))),
     ]
-    try:
-        with serving(listener.create_app(lambda: deps)) as url, httpx.Client(base_url=url, timeout=30) as http:
-            for token in bad:
-                answer = http.post("/", content=body, headers={**headers, **google, **bearer(token)})
-                assert answer.status_code == 401, answer.text
-            assert http.post("/", content=body, headers={**headers, **google}).status_code == 401
-            answer = http.post("/", content=body, headers={**headers, **google, **bearer(good)})
-            assert answer.status_code == 200 and answer.json()["status"] == "processed", answer.text
-            assert http.post("/reconcile", headers=bearer(good)).status_code == 200
-    finally:
-        embedded.ledger.dispose()
+    with serving(listener.create_app(lambda: deps)) as url, httpx.Client(base_url=url, timeout=30) as http:
+        for token in bad:
+            answer = http.post("/", content=body, headers={**headers, **google, **bearer(token)})
+            assert answer.status_code == 401, answer.text
+        assert http.post("/", content=body, headers={**headers, **google}).status_code == 401
+        answer = http.post("/", content=body, headers={**headers, **google, **bearer(good)})
+        assert answer.status_code == 200 and answer.json()["status"] == "processed", answer.text
+        assert http.post("/reconcile", headers=bearer(good)).status_code == 200
     logged = caplog.text
     for token in [good, *bad]:
         assert token.split(".")[1] not in logged  # no log line carries a token (nor its claims segment)
 
 
-def test_every_status_api_route_but_healthz_needs_an_allowed_caller(tmp_path: Path, behind_iam, keys):
+def test_every_status_api_route_but_healthz_needs_an_allowed_caller(tmp_path: Path, behind_iam, keys, stack):
     """The status API in gcp mode: each route of its routers refuses a missing or wrong token (401) and
     answers a forwarded good one; the startup probe (/healthz) needs none."""
     from status_api import app as status_api
 
-    settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'ledger.db'}")
-    embedded = bootstrap.build(settings)
-    deps = replace(embedded, authenticate=behind_iam)
+    deps = stack.enter_context(authenticating(tmp_path, None, behind_iam))
     app = status_api.create_app(lambda: deps)
     routes = sorted(
         (method.upper(), path) for path, item in app.openapi()["paths"].items() for method in item if path != "/healthz"
@@ -472,18 +477,15 @@ def test_every_status_api_route_but_healthz_needs_an_allowed_caller(tmp_path: Pa
     assert ("GET", "/runs") in routes and ("POST", "/rollouts/{rollout_id}/{command}") in routes
     good = bearer(forwarded(keys["google"].sign(claims())))
     wrong = bearer(forwarded(keys["google"].sign(claims(email=OTHER_ACCOUNT))))
-    try:
-        with serving(app) as url, httpx.Client(base_url=url, timeout=30) as http:
-            assert http.get("/healthz").status_code == 200
-            for method, path in routes:
-                concrete = path.format(
-                    run_id="r1", letter_id="1", rollout_id="digits-production-v1", command="pause", pipeline="digits"
-                )
-                for headers in ({}, wrong):
-                    answer = http.request(method, concrete, headers=headers)
-                    assert answer.status_code == 401, (method, concrete, answer.status_code, answer.text)
-                answer = http.request(method, concrete, headers=good)
-                assert answer.status_code != 401, (method, concrete, answer.text)
-            assert http.get("/runs", headers=good).status_code == 200
-    finally:
-        embedded.ledger.dispose()
+    with serving(app) as url, httpx.Client(base_url=url, timeout=30) as http:
+        assert http.get("/healthz").status_code == 200
+        for method, path in routes:
+            concrete = path.format(
+                run_id="r1", letter_id="1", rollout_id="digits-production-v1", command="pause", pipeline="digits"
+            )
+            for headers in ({}, wrong):
+                answer = http.request(method, concrete, headers=headers)
+                assert answer.status_code == 401, (method, concrete, answer.status_code, answer.text)
+            answer = http.request(method, concrete, headers=good)
+            assert answer.status_code != 401, (method, concrete, answer.text)
+        assert http.get("/runs", headers=good).status_code == 200

@@ -232,7 +232,7 @@ class EmbeddedStack:
             thread.join(timeout=10)
         for sock in self._sockets:
             sock.close()
-        if self.deps is not None and "serving" in vars(self.deps):  # built: stop its routers and revisions
+        if self.deps is not None and self.deps.built("serving"):  # stop its routers and revisions
             self.deps.serving.close()
         self.endpoints_file.unlink(missing_ok=True)  # ours: no other stack runs on this home
         if self.deps:

@@ -139,11 +139,6 @@ def needing_work(session: Session) -> list[str]:
     return list(session.scalars(query.order_by(RolloutRow.created_at)))
 
 
-def of_run(session: Session, run_id: str) -> list[RolloutRow]:
-    query = select(RolloutRow).where(RolloutRow.run_id == run_id)
-    return list(session.scalars(query.order_by(RolloutRow.created_at)))
-
-
 class UnknownRollout(LookupError):
     """A command for a rollout the ledger does not hold."""
 

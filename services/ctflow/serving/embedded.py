@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -34,7 +35,7 @@ import httpx
 
 from ..atomic import write_atomically
 from ..listening import bind_loopback, free_loopback_port
-from ..supervisor import SUPERVISOR, is_alive, start_ticks
+from ..supervisor import SUPERVISOR, is_alive, labelled_process, signal_group, start_ticks
 from . import Revision, RevisionFigures, ServingError
 from .router import Router
 
@@ -97,7 +98,7 @@ class EmbeddedServing:
             self._watchdog.start()
         return {name: svc.url for name, svc in self._services.items()}
 
-    def close(self, *, stop_revisions: bool = True) -> None:
+    def close(self) -> None:
         self._stop.set()
         with self._lock:
             services = list(self._services.values())
@@ -106,9 +107,8 @@ class EmbeddedServing:
             svc.server.should_exit = True
             svc.thread.join(timeout=10)
             svc.socket.close()
-            if stop_revisions:
-                for process in svc.processes.values():
-                    self._kill(process)
+            for process in svc.processes.values():
+                self._kill(process)
 
     # ---- the port ----------------------------------------------------------------------------
 
@@ -165,14 +165,9 @@ class EmbeddedServing:
             process = svc.processes.pop(revision, None)
         if process is not None:
             self._kill(process)
-        else:  # not known to this stack (an earlier one started it): whatever runs under its label
-            from ..supervisor import labelled_process, signal_group
-
-            pid = labelled_process(LABEL, self._label(service, revision))
-            if pid is not None:
-                import signal
-
-                signal_group(pid, signal.SIGKILL)
+        elif (pid := labelled_process(LABEL, self._label(service, revision))) is not None:
+            # A process no record names (a crash between its start and writing server.json): found by its label.
+            signal_group(pid, signal.SIGKILL)
         shutil.rmtree(self._revision_dir(service, revision), ignore_errors=True)
 
     # ---- internals -------------------------------------------------------------------------
@@ -321,10 +316,6 @@ class EmbeddedServing:
                     log.exception("checking revision %s failed", process.revision.name)
 
     def _kill(self, process: _Process) -> None:
-        import signal
-
-        from ..supervisor import signal_group
-
         if is_alive(process.pid, process.ticks):
             signal_group(process.pid, signal.SIGTERM)
             deadline = time.monotonic() + 5

@@ -48,7 +48,6 @@ class MonitoringFigures:
     def figures(self, service: str, revision: str, since: float, until: float) -> RevisionFigures:
         from google.cloud import monitoring_v3
 
-        aggregation = monitoring_v3.Aggregation
         where = (
             f'resource.type = "cloud_run_revision" AND resource.labels.service_name = "{service}" '
             f'AND resource.labels.revision_name = "{revision}"'
@@ -58,12 +57,8 @@ class MonitoringFigures:
             f'metric.type = "{REQUEST_COUNT}" AND {where}',
             since,
             until,
-            aggregation(
-                alignment_period={"seconds": max(1, round(until - since))},
-                per_series_aligner=aggregation.Aligner.ALIGN_DELTA,
-                cross_series_reducer=aggregation.Reducer.REDUCE_SUM,
-                group_by_fields=["metric.labels.response_code_class"],
-            ),
+            monitoring_v3.Aggregation.Reducer.REDUCE_SUM,
+            group_by=["metric.labels.response_code_class"],
         ):
             code_class = series.metric.labels.get("response_code_class", "")
             by_class[code_class] = by_class.get(code_class, 0) + sum(int(p.value.int64_value) for p in series.points)
@@ -72,11 +67,7 @@ class MonitoringFigures:
             f'metric.type = "{REQUEST_LATENCIES}" AND {where} AND metric.labels.response_code_class != "4xx"',
             since,
             until,
-            aggregation(
-                alignment_period={"seconds": max(1, round(until - since))},
-                per_series_aligner=aggregation.Aligner.ALIGN_DELTA,
-                cross_series_reducer=aggregation.Reducer.REDUCE_PERCENTILE_95,
-            ),
+            monitoring_v3.Aggregation.Reducer.REDUCE_PERCENTILE_95,
         ):
             values = [p.value.double_value for p in series.points]
             p95 = max(values) if values else p95
@@ -88,8 +79,18 @@ class MonitoringFigures:
             p95_ms=p95,
         )
 
-    def _list(self, filter_: str, since: float, until: float, aggregation: Any) -> list[Any]:
+    def _list(
+        self, filter_: str, since: float, until: float, reducer: Any, group_by: list[str] | None = None
+    ) -> list[Any]:
+        """The series of one query, each aligned ALIGN_DELTA over the whole window, reduced across series."""
         from google.cloud import monitoring_v3
+
+        aggregation = monitoring_v3.Aggregation(
+            alignment_period={"seconds": max(1, round(until - since))},
+            per_series_aligner=monitoring_v3.Aggregation.Aligner.ALIGN_DELTA,
+            cross_series_reducer=reducer,
+            group_by_fields=group_by or [],
+        )
 
         interval = monitoring_v3.TimeInterval(
             start_time={"seconds": int(since), "nanos": int((since % 1) * 1e9)},

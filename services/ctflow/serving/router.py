@@ -90,7 +90,6 @@ class Router:
         self._ready: set[str] = set()
         self._credit: dict[str, int] = {}  # smooth weighted round robin's running credit per revision
         self.stats: dict[str, RevisionStats] = {}
-        self.refused = RevisionStats()  # client errors no revision saw (too large, empty, unknown path)
         self._pools: dict[tuple[str, int], Upstream] = {}
 
     # ---- what the embedded serving backend changes ------------------------------------------
@@ -154,16 +153,13 @@ class Router:
             return
         match = PREDICT.match(path)
         if match is None or method != "POST":
-            self.refused.record(404, 0.0)
             await _answer(send, 404, {"error": "POST /v1/models/<model>:predict is the only route"})
             return
         body = await _read_body(receive, self.max_body_bytes)
         if body is None:
-            self.refused.record(413, 0.0)
             await _answer(send, 413, {"error": f"the body is larger than {self.max_body_bytes} bytes"})
             return
         if not body.strip():
-            self.refused.record(400, 0.0)
             await _answer(send, 400, {"error": 'the body is empty; send {"instances": [...]}'})
             return
         revision = match["revision"] or self.pick()
